@@ -1,0 +1,1 @@
+"""Baselines on the shared harness: RL², MAML-TRPO, PEARL, VariBAD."""

@@ -1,0 +1,163 @@
+"""The one interface every meta-RL algorithm implements, and the `random` agent.
+
+In the spirit of garage's exploration-policy / adapt-policy pair, but online: the harness runs
+*trials* (E episodes in one task) for many tasks at once and tells the agent what happens:
+
+    agent.start_trial(n, spec)            # n slots begin a trial; reset all per-trial context
+    agent.start_episode(slots)            # these slots begin an episode of their trial
+    actions, extras = agent.act(tokens, deterministic)   # one batched call per step, all n slots
+    agent.end_episode(slots, trials)      # these slots finished an episode: adapt if you like
+    metrics = agent.update(batch)         # learn from a finished batch of training trials
+
+So RL²/TrMRL/VariBAD keep their hidden state or window, PEARL infers a posterior from the
+episodes seen so far, MAML takes a gradient step on them, and training, evaluation and OOD
+tests are written once, in the harness.
+
+`act` receives the RL² tokens [obs, previous action, previous reward, previous done] of every
+slot (see `metarl.sampling`); rows of slots whose trial is over are zeros and their actions are
+ignored. `extras` (log-probabilities, values, windows...) are stored beside the step in the
+`TrialBatch` the agent later gets in `update`.
+
+Randomness: an agent draws from its own generators and returns them in `state_dict`, so a
+resumed run continues the same streams. Evaluation trials carry their own seed
+(`TrialSpec.seed`) so that evaluating never moves the training streams.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from metarl.envs.base import Benchmark
+    from metarl.sampling import TrialBatch
+
+
+@dataclass
+class AgentConfig:
+    """Settings every algorithm has. Subclass it (a dataclass) for an algorithm's own settings;
+    the field comments are what `metarl train --help-config` prints."""
+
+    meta_batch_size: int = 20  # tasks (one trial each) sampled per training iteration
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    episodes: int  # episodes in this trial
+    exploration_episodes: int  # the first ones adapt (Meta-World protocol); the rest are scored
+    training: bool  # a training trial (False: an evaluation trial)
+    seed: int  # evaluation trials: seed for any randomness the agent uses in them
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What an agent may know about the benchmark: sizes, bounds, lengths (never the tasks)."""
+
+    benchmark: str
+    obs_dim: int
+    act_dim: int
+    token_dim: int
+    action_low: np.ndarray
+    action_high: np.ndarray
+    episode_length: int
+    train_episodes: int
+    eval_episodes: int
+
+    @classmethod
+    def of(cls, bench: "Benchmark", action_low: np.ndarray, action_high: np.ndarray) -> "EnvSpec":
+        return cls(
+            benchmark=bench.id,
+            obs_dim=bench.obs_dim,
+            act_dim=bench.act_dim,
+            token_dim=bench.obs_dim + bench.act_dim + 2,
+            action_low=np.asarray(action_low, dtype=np.float32),
+            action_high=np.asarray(action_high, dtype=np.float32),
+            episode_length=bench.episode_length,
+            train_episodes=bench.train_episodes,
+            eval_episodes=bench.eval_episodes,
+        )
+
+
+class Agent(abc.ABC):
+    """Base class of every algorithm. See the module docstring for the call order."""
+
+    Config: ClassVar[type[AgentConfig]] = AgentConfig
+
+    def __init__(self, config: AgentConfig, env: EnvSpec, device: torch.device, seed: int):
+        # The harness has seeded torch's global generator from `seed` before this runs, so
+        # weight initialisation is reproducible; `seed` is for the agent's own generators.
+        self.config = config
+        self.env = env
+        self.device = device
+        self.seed = seed
+
+    # -- acting ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def start_trial(self, n: int, spec: TrialSpec) -> None: ...
+
+    def start_episode(self, slots: np.ndarray) -> None:  # noqa: B027 - optional hook
+        """Slots `slots` start a new episode within their trial."""
+
+    @abc.abstractmethod
+    def act(self, tokens: np.ndarray, deterministic: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """tokens (n, token_dim) float32, deterministic (n,) bool -> actions (n, act_dim), extras."""
+
+    def end_episode(self, slots: np.ndarray, trials: "TrialBatch") -> None:  # noqa: B027
+        """Slots `slots` finished an episode; `trials` holds everything of the trials so far."""
+
+    # -- learning ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def update(self, batch: "TrialBatch") -> dict[str, float]:
+        """Learn from a batch of finished training trials; return metrics (same keys each time)."""
+
+    # -- persistence -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly: weights, optimisers, buffers, generator states."""
+
+    @abc.abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def model_state(self) -> dict[str, Any]:
+        """What goes into `model.pt` (final weights). Defaults to the full state."""
+        return self.state_dict()
+
+    def load_model_state(self, state: dict[str, Any]) -> None:
+        self.load_state_dict(state)
+
+
+class RandomAgent(Agent):
+    """Uniform random actions within the action bounds: the floor in every table."""
+
+    Config = AgentConfig
+
+    def __init__(self, config: AgentConfig, env: EnvSpec, device: torch.device, seed: int):
+        super().__init__(config, env, device, seed)
+        self._train_rng = np.random.default_rng([seed, 1])
+        self._rng = self._train_rng
+
+    def start_trial(self, n: int, spec: TrialSpec) -> None:
+        self._rng = self._train_rng if spec.training else np.random.default_rng([spec.seed, 1])
+
+    def act(self, tokens, deterministic):
+        low, high = self.env.action_low, self.env.action_high
+        actions = self._rng.uniform(low, high, size=(len(tokens), self.env.act_dim)).astype(np.float32)
+        return actions, {}
+
+    def update(self, batch):
+        return {}
+
+    def state_dict(self):
+        return {"rng": self._train_rng.bit_generator.state}
+
+    def load_state_dict(self, state):
+        self._train_rng.bit_generator.state = state["rng"]
+
+
+def config_fields(cls: type[AgentConfig]) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}

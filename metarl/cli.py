@@ -1,0 +1,185 @@
+"""`metarl`: the one command-line entry point (train, evaluate, envs, algos, config, bench).
+
+Exit codes: 0 done; 1 unexpected failure (with a traceback); 2 bad input (one line on stderr,
+nothing written); 75 stopped by SIGTERM/SIGINT after writing a checkpoint (rerun to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+# Before torch initialises CUDA: required for deterministic cuBLAS.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+from metarl import config as cfg  # noqa: E402
+from metarl.errors import EXIT_USAGE, UsageError  # noqa: E402
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but bad usage is one line and exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _add_identity(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--algo", help="algorithm ID (see `metarl algos`)")
+    p.add_argument("--env", help="benchmark ID (see `metarl envs`)")
+    p.add_argument("--seed", type=int, help="run seed (a non-negative integer)")
+    p.add_argument("--preset", choices=cfg.PRESETS, default=None,
+                   help="settings ladder: smoke (seconds), quick (minutes, real learning), paper (default)")
+    p.add_argument("--variant", default=None,
+                   help="name of this configuration (e.g. an ablation); part of the run directory (default: 'default')")
+    p.add_argument("--config", type=Path, default=None, metavar="FILE",
+                   help="YAML file of settings (and optionally algo/env/seed/preset/variant), applied after the presets")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting (repeatable), e.g. --set total_env_steps=2e6 --set threads=2")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                   help="torch device (same as --set device=...); auto = cuda when available")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (same as --set threads=N)")
+
+
+def _resolve(args) -> dict:
+    ident = cfg.identity_from(args.config, args.algo, args.env, args.seed, args.preset, args.variant)
+    overrides = cfg.parse_set(args.set)
+    if args.device is not None:
+        overrides["device"] = args.device
+    if args.threads is not None:
+        overrides["threads"] = args.threads
+    return cfg.resolve(ident["algo"], ident["env"], ident["seed"], ident["preset"], ident["variant"],
+                       args.config, overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="metarl", description=__doc__.split("\n")[0],
+                     epilog="Run `metarl COMMAND --help` for the options of a command.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train one run (resumes automatically from its checkpoint)",
+                       description="Train one (algorithm, benchmark, seed, variant) run. Results go to "
+                       "results/runs/{env}/{algo}/{variant}/seed{seed}/; the resume state to results/ckpt/... "
+                       "If a checkpoint exists with the same config, training resumes from it.")
+    _add_identity(p)
+    p.add_argument("--run-dir", type=Path, default=None, help="where the run's files go (default: results/runs/...)")
+    p.add_argument("--ckpt-dir", type=Path, default=None, help="where the resume state goes (default: results/ckpt/...)")
+    p.add_argument("--restart", action="store_true", help="discard any checkpoint or finished model and train from scratch")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+    p = sub.add_parser("evaluate", help="evaluate a finished run on a split (appends to its eval.csv)",
+                       description="Run the evaluation protocol on a finished run's final model. Rows for the "
+                       "same split and iteration are replaced, so rerunning is idempotent.")
+    p.add_argument("--run", type=Path, required=True, metavar="DIR", help="run directory (holds config.yaml and model.pt)")
+    p.add_argument("--split", default="test", help="split name: test, ood, or a benchmark's extra split (e.g. sweep)")
+    p.add_argument("--out", type=Path, default=None, help="CSV to write (default: DIR/eval.csv)")
+    p.add_argument("--tasks", type=int, default=None, help="evaluate only the first N tasks of the split (0: all)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="torch device")
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+
+    p = sub.add_parser("envs", help="list the benchmark IDs", description="List the benchmarks of SPEC §3.")
+    p.add_argument("--splits", metavar="ID", default=None, help="print the fixed evaluation tasks of one benchmark")
+
+    sub.add_parser("algos", help="list the algorithm IDs", description="List the registered algorithms.")
+
+    p = sub.add_parser("config", help="print the resolved config of a run as YAML",
+                       description="Print the fully resolved settings (presets + --config + --set) as YAML.")
+    _add_identity(p)
+    p.add_argument("--out", type=Path, default=None, help="write the YAML to this file (atomically) instead of stdout")
+
+    p = sub.add_parser("bench", help="measure sampling throughput against the raw simulator",
+                       description="Measure env steps/s of the raw simulator, the trial sampler with the random "
+                       "agent and with a 2x64 MLP policy, all in this run, and print them with their ratio to raw. "
+                       "'raw' steps the benchmark's own environments directly (pre-drawn random actions, no tokens, "
+                       "no policy).")
+    p.add_argument("--env", action="append", default=None, metavar="ID",
+                   help="benchmark to measure (repeatable; default: PointNav and every MuJoCo benchmark)")
+    p.add_argument("--steps", type=int, default=20_000, help="env steps per measurement (default 20000)")
+    p.add_argument("--slots", type=int, default=20, help="tasks run at once (default 20)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--format", choices=("table", "csv"), default="table", help="output format")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return EXIT_USAGE
+        return _dispatch(args)
+    except UsageError as exc:
+        print(f"metarl: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _dispatch(args) -> int:
+    if args.command == "envs":
+        return _cmd_envs(args)
+    if args.command == "algos":
+        from metarl.registry import algorithms
+
+        for name, target in sorted(algorithms().items()):
+            print(f"{name:12s} {target}")
+        return 0
+    if args.command == "config":
+        resolved = _resolve(args)
+        text = cfg.dump(resolved)
+        if args.out:
+            from metarl.runs import atomic_write_text
+
+            atomic_write_text(args.out, text)
+        else:
+            sys.stdout.write(text)
+        return 0
+    if args.command == "train":
+        from metarl.runs import ckpt_dir_for, run_dir_for
+        from metarl.training import train
+
+        resolved = _resolve(args)
+        run_dir = args.run_dir or run_dir_for(resolved["env"], resolved["algo"], resolved["variant"], resolved["seed"])
+        ckpt_dir = args.ckpt_dir or ckpt_dir_for(run_dir)
+        return train(resolved, run_dir, ckpt_dir, restart=args.restart, quiet=args.quiet)
+    if args.command == "evaluate":
+        from metarl.evaluation import summarize
+        from metarl.training import evaluate_run, load_run  # noqa: F401
+
+        rows = evaluate_run(args.run, args.split, args.out, args.tasks, args.device, args.threads)
+        from metarl.envs import get_benchmark
+        import yaml
+
+        bench = get_benchmark(yaml.safe_load((args.run / "config.yaml").read_text())["env"])
+        s = summarize(rows, bench)
+        print(f"{args.run} [{args.split}]: first-episode return {s['first_return']:.3f}, adapted return "
+              f"{s['adapted_return']:.3f}" + (f", success {s['success_rate']:.2f}" if "success_rate" in s else ""))
+        return 0
+    if args.command == "bench":
+        from metarl.bench import run_bench
+
+        return run_bench(args)
+    raise UsageError(f"unknown command {args.command!r}")
+
+
+def _cmd_envs(args) -> int:
+    from metarl.envs import BENCHMARK_IDS, get_benchmark
+
+    if args.splits:
+        bench = get_benchmark(args.splits)
+        for split, tasks in bench.splits().items():
+            for i, task in enumerate(tasks):
+                print(f"{split}\t{i}\t{task.label}")
+        return 0
+    for name in BENCHMARK_IDS:
+        try:
+            bench = get_benchmark(name)
+            summary = bench.summary
+        except ImportError as exc:  # e.g. Meta-World not installed
+            summary = f"(unavailable: {exc})"
+        print(f"{name:15s} {summary}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The evaluation protocol (SPEC §5), the same for every algorithm.
+
+An evaluation runs one trial of `benchmark.eval_episodes` episodes on every task of a split
+(or its first `eval_tasks`), with the agent's context carried across the episodes of a trial.
+MuJoCo and PointNav: deterministic actions in every episode. Meta-World: the first
+`exploration_episodes` adapt with the agent's exploration behaviour (stochastic), the rest are
+scored with deterministic actions; success = success at any step of the episode.
+
+Rows, one per episode: iteration, env_steps, split, task (index in the split), episode
+(index in the trial), return, success (blank where the benchmark has no success signal).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from metarl.agent import Agent, TrialSpec
+from metarl.envs.base import Benchmark, TaskBatchEnv, _name_key
+from metarl.sampling import run_trials
+from metarl.seeding import eval_agent_seed, eval_env_rngs
+
+# Evaluation tasks run this many at a time (one trial per slot).
+EVAL_CHUNK = 25
+
+
+class Evaluator:
+    def __init__(self, benchmark: Benchmark, seed: int, eval_tasks: int = 0):
+        self.benchmark = benchmark
+        self.seed = seed
+        self.eval_tasks = eval_tasks
+        self._envs: dict[int, TaskBatchEnv] = {}
+
+    def _env(self, n: int) -> TaskBatchEnv:
+        if n not in self._envs:
+            self._envs[n] = self.benchmark.make_env(n)
+        return self._envs[n]
+
+    def tasks(self, split: str):
+        tasks = self.benchmark.split(split)
+        return tasks[: self.eval_tasks] if self.eval_tasks else tasks
+
+    def evaluate(self, agent: Agent, split: str, iteration: int, env_steps: int) -> list[dict[str, Any]]:
+        bench = self.benchmark
+        tasks = self.tasks(split)
+        key = _name_key(split)
+        rows: list[dict[str, Any]] = []
+        for chunk, start in enumerate(range(0, len(tasks), EVAL_CHUNK)):
+            chunk_tasks = tasks[start : start + EVAL_CHUNK]
+            indices = np.arange(start, start + len(chunk_tasks))
+            spec = TrialSpec(
+                episodes=bench.eval_episodes,
+                exploration_episodes=bench.exploration_episodes,
+                training=False,
+                seed=eval_agent_seed(self.seed, iteration, key, chunk),
+            )
+            batch = run_trials(
+                self._env(len(chunk_tasks)),
+                agent,
+                chunk_tasks,
+                spec,
+                bench.episode_length,
+                eval_env_rngs(bench.split_seed, key, indices),
+                bench.obs_dim,
+                bench.act_dim,
+                record_extras=False,
+            )
+            for row, task_index in enumerate(indices):
+                for episode in range(bench.eval_episodes):
+                    rows.append(
+                        {
+                            "iteration": iteration,
+                            "env_steps": env_steps,
+                            "split": split,
+                            "task": int(task_index),
+                            "episode": episode,
+                            "return": float(batch.episode_returns[row, episode]),
+                            "success": float(batch.episode_success[row, episode]) if bench.has_success else None,
+                        }
+                    )
+        return rows
+
+    def close(self) -> None:
+        for env in self._envs.values():
+            env.close()
+        self._envs.clear()
+
+
+def summarize(rows: list[dict[str, Any]], benchmark: Benchmark) -> dict[str, float]:
+    """Headline numbers of one evaluation: first-episode and adapted (last-episode) return."""
+    returns = np.array([[r["return"] for r in rows if r["episode"] == e] for e in range(benchmark.eval_episodes)])
+    out = {"first_return": float(returns[0].mean()), "adapted_return": float(returns[-1].mean())}
+    if benchmark.has_success:
+        scored = [r["success"] for r in rows if r["episode"] >= benchmark.exploration_episodes]
+        out["success_rate"] = float(np.mean(scored))
+    return out

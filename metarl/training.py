@@ -1,0 +1,365 @@
+"""The training loop, written once for every algorithm, with exact resume.
+
+Each iteration: sample `meta_batch_size` training tasks, run one training trial in each (one
+batched policy call per step), count their environment steps against the budget, let the
+agent update, log a `progress.csv` row, evaluate the test split every `eval_every` iterations
+(and before the first and after the last), and every `checkpoint_every` iterations write the
+full training state atomically. A run killed at any moment restarts from its last checkpoint
+and ends with the same bytes as one that never stopped; SIGTERM (or Ctrl-C) finishes the
+current iteration, writes a checkpoint and exits with `EXIT_PREEMPTED`.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from metarl import config as cfg
+from metarl.agent import Agent, EnvSpec, TrialSpec
+from metarl.envs import get_benchmark
+from metarl.envs.base import Benchmark
+from metarl.errors import EXIT_OK, EXIT_PREEMPTED, UsageError
+from metarl.evaluation import Evaluator, summarize
+from metarl.progress import Progress
+from metarl.registry import get_agent_class
+from metarl.runs import (
+    EVAL_COLUMNS,
+    CorruptCheckpoint,
+    CsvLog,
+    atomic_torch_save,
+    atomic_write_text,
+    format_value,
+    load_checkpoint,
+    metadata,
+    save_checkpoint,
+    write_json,
+)
+from metarl.sampling import run_trials
+from metarl.seeding import env_rngs, global_rng_state, seed_globals, set_global_rng_state, task_rng
+
+CHECKPOINT_NAME = "state.ckpt"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device 'cuda' requested but torch sees no CUDA device (use --device cpu or auto)")
+    return torch.device(name)
+
+
+def action_bounds(bench: Benchmark) -> tuple[np.ndarray, np.ndarray]:
+    env = bench.make_env(1)
+    try:
+        first = bench.split(next(iter(bench.splits())))[0]
+        env.set_tasks([first], [np.random.default_rng(0)])
+        return np.asarray(env.action_low), np.asarray(env.action_high)
+    finally:
+        env.close()
+
+
+@dataclass
+class Setup:
+    """Everything a run needs, built from a resolved config (validation first, no side effects)."""
+
+    config: dict[str, Any]
+    benchmark: Benchmark
+    agent_cls: type
+    run: cfg.RunSettings
+    agent_config: Any
+    device: torch.device
+
+
+def prepare(resolved: Mapping[str, Any]) -> Setup:
+    bench = get_benchmark(resolved["env"])
+    agent_cls = get_agent_class(resolved["algo"])
+    run, agent_config = cfg.split_config(resolved, agent_cls)
+    if agent_config.meta_batch_size % bench.task_multiple:
+        raise UsageError(
+            f"meta_batch_size {agent_config.meta_batch_size} must be a multiple of {bench.task_multiple} "
+            f"for {bench.id} (tasks are balanced over its {bench.task_multiple} training classes)"
+        )
+    return Setup(dict(resolved), bench, agent_cls, run, agent_config, resolve_device(run.device))
+
+
+def build_agent(setup: Setup) -> Agent:
+    torch.set_num_threads(setup.run.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    seed_globals(setup.config["seed"])
+    low, high = action_bounds(setup.benchmark)
+    env_spec = EnvSpec.of(setup.benchmark, low, high)
+    return setup.agent_cls(setup.agent_config, env_spec, setup.device, setup.config["seed"])
+
+
+class _StopFlag:
+    """First SIGTERM/SIGINT: stop after this iteration with a checkpoint. Second SIGINT: now."""
+
+    def __init__(self, progress: Progress):
+        self.requested = False
+        self.progress = progress
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.progress.message(f"{signal.Signals(signum).name} received: finishing this iteration, then checkpointing")
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        return False
+
+
+def train(
+    resolved: Mapping[str, Any],
+    run_dir: Path,
+    ckpt_dir: Path,
+    restart: bool = False,
+    quiet: bool = False,
+) -> int:
+    """Train (or resume) one run; returns the process exit code."""
+    setup = prepare(resolved)
+    run_dir, ckpt_dir = Path(run_dir), Path(ckpt_dir)
+    ckpt_path = ckpt_dir / CHECKPOINT_NAME
+    model_path = run_dir / "model.pt"
+    config_text = cfg.dump(setup.config)
+
+    state = None
+    if restart:
+        ckpt_path.unlink(missing_ok=True)
+        model_path.unlink(missing_ok=True)
+    elif model_path.exists():
+        existing = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else None
+        if existing != config_text:
+            raise UsageError(f"{run_dir} holds a finished run with another config (pass --restart to replace it)")
+        if not quiet:
+            print(f"run already complete: {run_dir}")
+        return EXIT_OK
+    elif ckpt_path.exists():
+        try:
+            state = load_checkpoint(ckpt_path)
+        except CorruptCheckpoint as exc:
+            raise UsageError(str(exc)) from None
+        if state.get("config") != setup.config:
+            raise UsageError(f"checkpoint {ckpt_path} was made with another config (pass --restart to discard it)")
+
+    agent = build_agent(setup)
+    bench, run, seed = setup.benchmark, setup.run, setup.config["seed"]
+    meta_batch = setup.agent_config.meta_batch_size
+    progress_log = CsvLog(run_dir / "progress.csv")
+    eval_log = CsvLog(run_dir / "eval.csv", EVAL_COLUMNS)
+    timings_log = CsvLog(run_dir / "timings.csv")
+    evaluator = Evaluator(bench, seed, run.eval_tasks)
+    label = f"{setup.config['algo']}/{bench.id}/seed{seed}"
+    progress = Progress(run.total_env_steps, label, quiet=quiet)
+    attempts: list[dict[str, Any]] = []
+
+    if state is not None:
+        agent.load_state_dict(state["agent"])
+        set_global_rng_state(state["rng"])
+        iteration, env_steps = state["iteration"], state["env_steps"]
+        progress_log.restore(state["files"]["progress.csv"])
+        eval_log.restore(state["files"]["eval.csv"])
+        timings_log.restore(state["files"]["timings.csv"])
+        attempts = list(state.get("attempts", []))
+        progress.message(f"{label}: resuming from iteration {iteration} ({env_steps:,} env steps)")
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", config_text)
+        for log in (progress_log, eval_log, timings_log):
+            log.restore("")
+        iteration, env_steps = 0, 0
+        eval_log.append_many(evaluator.evaluate(agent, "test", iteration, env_steps))
+    attempts.append({"started_at_iteration": iteration, "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+    train_env = bench.make_env(meta_batch)
+    train_spec = TrialSpec(bench.train_episodes, 0, True, 0)
+    last_return = None
+    try:
+        with _StopFlag(progress) as stop:
+            while env_steps < run.total_env_steps:
+                iteration += 1
+                t0 = time.perf_counter()
+                tasks = bench.sample_train_tasks(task_rng(seed, iteration), meta_batch)
+                batch = run_trials(
+                    train_env, agent, tasks, train_spec, bench.episode_length,
+                    env_rngs(seed, iteration, meta_batch), bench.obs_dim, bench.act_dim,
+                )
+                env_steps += batch.env_steps
+                t1 = time.perf_counter()
+                metrics = agent.update(batch)
+                t2 = time.perf_counter()
+
+                last_return = float(batch.episode_returns.mean())
+                row: dict[str, Any] = {
+                    "iteration": iteration,
+                    "env_steps": env_steps,
+                    "train_return": last_return,
+                    "train_return_first": float(batch.episode_returns[:, 0].mean()),
+                    "train_return_last": float(batch.episode_returns[:, -1].mean()),
+                }
+                if bench.has_success:
+                    row["train_success"] = float(batch.episode_success.mean())
+                row.update({k: metrics[k] for k in sorted(metrics)})
+                progress_log.append(row)
+
+                finished = env_steps >= run.total_env_steps
+                if finished or (run.eval_every and iteration % run.eval_every == 0):
+                    rows = evaluator.evaluate(agent, "test", iteration, env_steps)
+                    eval_log.append_many(rows)
+                    s = summarize(rows, bench)
+                    progress.message(
+                        f"{label}: iter {iteration}  steps {env_steps:,}  test return first "
+                        f"{s['first_return']:.3f} adapted {s['adapted_return']:.3f}"
+                        + (f"  success {s['success_rate']:.2f}" if "success_rate" in s else "")
+                    )
+                t3 = time.perf_counter()
+                timings_log.append({
+                    "iteration": iteration,
+                    "env_steps": env_steps,
+                    "sample_s": round(t1 - t0, 4),
+                    "update_s": round(t2 - t1, 4),
+                    "eval_s": round(t3 - t2, 4),
+                    "sample_steps_per_s": round(batch.env_steps / max(t1 - t0, 1e-9), 1),
+                })
+                progress.update(iteration, env_steps, last_return)
+                if finished:
+                    break
+                if iteration % run.checkpoint_every == 0 or stop.requested:
+                    save_checkpoint(ckpt_path, {
+                        "config": setup.config,
+                        "iteration": iteration,
+                        "env_steps": env_steps,
+                        "agent": agent.state_dict(),
+                        "rng": global_rng_state(),
+                        "files": {
+                            "progress.csv": progress_log.content,
+                            "eval.csv": eval_log.content,
+                            "timings.csv": timings_log.content,
+                        },
+                        "attempts": attempts,
+                    })
+                if stop.requested:
+                    progress.message(f"{label}: checkpoint written at iteration {iteration}; rerun to resume")
+                    return EXIT_PREEMPTED
+    finally:
+        progress.close()
+        train_env.close()
+        evaluator.close()
+
+    final_rows = [r for r in _parse_eval(eval_log.content) if r["iteration"] == iteration]
+    write_json(run_dir / "metadata.json", metadata(setup.device, run.threads, {
+        "run": {k: setup.config[k] for k in cfg.IDENTITY_KEYS},
+        "benchmark": {"id": bench.id, "split_seed": bench.split_seed, **bench.facts},
+        "iterations": iteration,
+        "env_steps": env_steps,
+        "attempts": attempts,
+        "final_test": summarize(final_rows, bench) if final_rows else None,
+    }))
+    # model.pt last: its presence marks a finished run
+    atomic_torch_save(model_path, {
+        "algo": setup.config["algo"],
+        "config": setup.config,
+        "iteration": iteration,
+        "env_steps": env_steps,
+        "state": agent.model_state(),
+    })
+    ckpt_path.unlink(missing_ok=True)
+    progress.message(f"{label}: done, {env_steps:,} env steps in {iteration} iterations -> {run_dir}")
+    return EXIT_OK
+
+
+def _parse_eval(content: str) -> list[dict[str, Any]]:
+    lines = content.splitlines()
+    if not lines:
+        return []
+    cols = lines[0].split(",")
+    out = []
+    for line in lines[1:]:
+        vals = dict(zip(cols, line.split(",")))
+        out.append({
+            "iteration": int(vals["iteration"]),
+            "split": vals["split"],
+            "episode": int(vals["episode"]),
+            "return": float(vals["return"]),
+            "success": float(vals["success"]) if vals["success"] else None,
+        })
+    return out
+
+
+# ----------------------------------------------------------------------------- saved runs
+
+
+def load_run(run_dir: Path, device: str | None = None, threads: int | None = None) -> tuple[Setup, Agent, dict]:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UsageError(f"run directory not found: {run_dir}")
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise UsageError(f"{run_dir} has no config.yaml: not a run directory")
+    model_path = run_dir / "model.pt"
+    if not model_path.is_file():
+        raise UsageError(f"{run_dir} has no model.pt: the run has not finished")
+    import yaml
+
+    try:
+        resolved = yaml.safe_load(config_path.read_text())
+    except yaml.YAMLError:
+        raise UsageError(f"{config_path} is not valid YAML") from None
+    if not isinstance(resolved, dict) or "algo" not in resolved:
+        raise UsageError(f"{config_path} is not a run config")
+    if device is not None:
+        resolved["device"] = device
+    if threads is not None:
+        resolved["threads"] = threads
+    try:
+        model = torch.load(model_path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001
+        raise UsageError(f"corrupt model file {model_path}: {type(exc).__name__} while loading") from None
+    if not isinstance(model, dict) or "state" not in model:
+        raise UsageError(f"corrupt model file {model_path}: not a metarl model")
+    setup = prepare(resolved)
+    agent = build_agent(setup)
+    agent.load_model_state(model["state"])
+    return setup, agent, model
+
+
+def evaluate_run(run_dir: Path, split: str, out: Path | None = None, eval_tasks: int | None = None,
+                 device: str | None = None, threads: int | None = None) -> list[dict[str, Any]]:
+    """Evaluate a finished run's final model on `split`; rows replace that split's rows at that
+    iteration in `out` (default: the run's eval.csv), written atomically."""
+    run_dir = Path(run_dir)
+    setup, agent, model = load_run(run_dir, device, threads)
+    if split not in setup.benchmark.splits():
+        raise UsageError(f"benchmark {setup.benchmark.id} has no split {split!r} "
+                         f"(it has: {', '.join(setup.benchmark.splits())})")
+    n_tasks = setup.run.eval_tasks if eval_tasks is None else eval_tasks
+    evaluator = Evaluator(setup.benchmark, setup.config["seed"], n_tasks)
+    try:
+        rows = evaluator.evaluate(agent, split, model["iteration"], model["env_steps"])
+    finally:
+        evaluator.close()
+    out = Path(out) if out is not None else run_dir / "eval.csv"
+    keep = ""
+    if out.is_file():
+        lines = out.read_text().splitlines(keepends=True)
+        if lines and lines[0].strip() != ",".join(EVAL_COLUMNS):
+            raise UsageError(f"{out} is not an eval.csv (unexpected header)")
+        body = [ln for ln in lines[1:] if not (ln.split(",")[2] == split and int(ln.split(",")[0]) == model["iteration"])]
+        keep = "".join(lines[:1] + body)
+    text_rows = keep or (",".join(EVAL_COLUMNS) + "\n")
+    text_rows += "".join(",".join(format_value(r[c]) for c in EVAL_COLUMNS) + "\n" for r in rows)
+    atomic_write_text(out, text_rows)
+    return rows
