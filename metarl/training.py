@@ -155,15 +155,22 @@ def train(
         if state.get("config") != setup.config:
             raise UsageError(f"checkpoint {ckpt_path} was made with another config (pass --restart to discard it)")
 
+    label = f"{setup.config['algo']}/{setup.benchmark.id}/seed{setup.config['seed']}"
+    progress = Progress(setup.run.total_env_steps, label, quiet=quiet)
+    with _StopFlag(progress) as stop:
+        return _train(setup, run_dir, ckpt_path, model_path, config_text, state, progress, stop)
+
+
+def _train(setup: Setup, run_dir: Path, ckpt_path: Path, model_path: Path, config_text: str,
+           state: dict | None, progress: Progress, stop: _StopFlag) -> int:
     agent = build_agent(setup)
     bench, run, seed = setup.benchmark, setup.run, setup.config["seed"]
+    label = progress.label
     meta_batch = setup.agent_config.meta_batch_size
     progress_log = CsvLog(run_dir / "progress.csv")
     eval_log = CsvLog(run_dir / "eval.csv", EVAL_COLUMNS)
     timings_log = CsvLog(run_dir / "timings.csv")
     evaluator = Evaluator(bench, seed, run.eval_tasks)
-    label = f"{setup.config['algo']}/{bench.id}/seed{seed}"
-    progress = Progress(run.total_env_steps, label, quiet=quiet)
     attempts: list[dict[str, Any]] = []
 
     if state is not None:
@@ -188,72 +195,71 @@ def train(
     train_spec = TrialSpec(bench.train_episodes, 0, True, 0)
     last_return = None
     try:
-        with _StopFlag(progress) as stop:
-            while env_steps < run.total_env_steps:
-                iteration += 1
-                t0 = time.perf_counter()
-                tasks = bench.sample_train_tasks(task_rng(seed, iteration), meta_batch)
-                batch = run_trials(
-                    train_env, agent, tasks, train_spec, bench.episode_length,
-                    env_rngs(seed, iteration, meta_batch), bench.obs_dim, bench.act_dim,
+        while env_steps < run.total_env_steps:
+            iteration += 1
+            t0 = time.perf_counter()
+            tasks = bench.sample_train_tasks(task_rng(seed, iteration), meta_batch)
+            batch = run_trials(
+                train_env, agent, tasks, train_spec, bench.episode_length,
+                env_rngs(seed, iteration, meta_batch), bench.obs_dim, bench.act_dim,
+            )
+            env_steps += batch.env_steps
+            t1 = time.perf_counter()
+            metrics = agent.update(batch)
+            t2 = time.perf_counter()
+
+            last_return = float(batch.episode_returns.mean())
+            row: dict[str, Any] = {
+                "iteration": iteration,
+                "env_steps": env_steps,
+                "train_return": last_return,
+                "train_return_first": float(batch.episode_returns[:, 0].mean()),
+                "train_return_last": float(batch.episode_returns[:, -1].mean()),
+            }
+            if bench.has_success:
+                row["train_success"] = float(batch.episode_success.mean())
+            row.update({k: metrics[k] for k in sorted(metrics)})
+            progress_log.append(row)
+
+            finished = env_steps >= run.total_env_steps
+            if finished or (run.eval_every and iteration % run.eval_every == 0):
+                rows = evaluator.evaluate(agent, "test", iteration, env_steps)
+                eval_log.append_many(rows)
+                s = summarize(rows, bench)
+                progress.message(
+                    f"{label}: iter {iteration}  steps {env_steps:,}  test return first "
+                    f"{s['first_return']:.3f} adapted {s['adapted_return']:.3f}"
+                    + (f"  success {s['success_rate']:.2f}" if "success_rate" in s else "")
                 )
-                env_steps += batch.env_steps
-                t1 = time.perf_counter()
-                metrics = agent.update(batch)
-                t2 = time.perf_counter()
-
-                last_return = float(batch.episode_returns.mean())
-                row: dict[str, Any] = {
+            t3 = time.perf_counter()
+            timings_log.append({
+                "iteration": iteration,
+                "env_steps": env_steps,
+                "sample_s": round(t1 - t0, 4),
+                "update_s": round(t2 - t1, 4),
+                "eval_s": round(t3 - t2, 4),
+                "sample_steps_per_s": round(batch.env_steps / max(t1 - t0, 1e-9), 1),
+            })
+            progress.update(iteration, env_steps, last_return)
+            if finished:
+                break
+            if iteration % run.checkpoint_every == 0 or stop.requested:
+                save_checkpoint(ckpt_path, {
+                    "config": setup.config,
                     "iteration": iteration,
                     "env_steps": env_steps,
-                    "train_return": last_return,
-                    "train_return_first": float(batch.episode_returns[:, 0].mean()),
-                    "train_return_last": float(batch.episode_returns[:, -1].mean()),
-                }
-                if bench.has_success:
-                    row["train_success"] = float(batch.episode_success.mean())
-                row.update({k: metrics[k] for k in sorted(metrics)})
-                progress_log.append(row)
-
-                finished = env_steps >= run.total_env_steps
-                if finished or (run.eval_every and iteration % run.eval_every == 0):
-                    rows = evaluator.evaluate(agent, "test", iteration, env_steps)
-                    eval_log.append_many(rows)
-                    s = summarize(rows, bench)
-                    progress.message(
-                        f"{label}: iter {iteration}  steps {env_steps:,}  test return first "
-                        f"{s['first_return']:.3f} adapted {s['adapted_return']:.3f}"
-                        + (f"  success {s['success_rate']:.2f}" if "success_rate" in s else "")
-                    )
-                t3 = time.perf_counter()
-                timings_log.append({
-                    "iteration": iteration,
-                    "env_steps": env_steps,
-                    "sample_s": round(t1 - t0, 4),
-                    "update_s": round(t2 - t1, 4),
-                    "eval_s": round(t3 - t2, 4),
-                    "sample_steps_per_s": round(batch.env_steps / max(t1 - t0, 1e-9), 1),
+                    "agent": agent.state_dict(),
+                    "rng": global_rng_state(),
+                    "files": {
+                        "progress.csv": progress_log.content,
+                        "eval.csv": eval_log.content,
+                        "timings.csv": timings_log.content,
+                    },
+                    "attempts": attempts,
                 })
-                progress.update(iteration, env_steps, last_return)
-                if finished:
-                    break
-                if iteration % run.checkpoint_every == 0 or stop.requested:
-                    save_checkpoint(ckpt_path, {
-                        "config": setup.config,
-                        "iteration": iteration,
-                        "env_steps": env_steps,
-                        "agent": agent.state_dict(),
-                        "rng": global_rng_state(),
-                        "files": {
-                            "progress.csv": progress_log.content,
-                            "eval.csv": eval_log.content,
-                            "timings.csv": timings_log.content,
-                        },
-                        "attempts": attempts,
-                    })
-                if stop.requested:
-                    progress.message(f"{label}: checkpoint written at iteration {iteration}; rerun to resume")
-                    return EXIT_PREEMPTED
+            if stop.requested:
+                progress.message(f"{label}: checkpoint written at iteration {iteration}; rerun to resume")
+                return EXIT_PREEMPTED
     finally:
         progress.close()
         train_env.close()

@@ -98,14 +98,14 @@ class HalfCheetahMeta(MujocoSlotEnv):
 class HalfCheetahVelEnv(HalfCheetahMeta):
     def step(self, action: np.ndarray):
         velocity = self._forward_velocity(action)
-        reward = -abs(velocity - self.task.params["velocity"]) - 0.05 * float(np.sum(np.square(action)))
+        reward = -abs(velocity - self.task.params["velocity"]) - 0.05 * float(action @ action)
         return self._obs(), reward, False, 0.0
 
 
 class HalfCheetahDirEnv(HalfCheetahMeta):
     def step(self, action: np.ndarray):
         velocity = self._forward_velocity(action)
-        reward = self.task.params["direction"] * velocity - 0.05 * float(np.sum(np.square(action)))
+        reward = self.task.params["direction"] * velocity - 0.05 * float(action @ action)
         return self._obs(), reward, False, 0.0
 
 
@@ -136,7 +136,7 @@ class AntDirEnv(MujocoSlotEnv):
         mujoco.mj_rnePostConstraint(self.model, self.data)
         velocity = (self.data.xpos[self._torso, :2] - before) / self.dt
         forward = velocity[0] * np.cos(angle) + velocity[1] * np.sin(angle)
-        ctrl_cost = 0.5 * float(np.sum(np.square(action)))
+        ctrl_cost = 0.5 * float(action @ action)
         contact_cost = 0.5 * 1e-3 * float(np.sum(np.square(np.clip(self.data.cfrc_ext, -1, 1))))
         reward = forward - ctrl_cost - contact_cost + 1.0
         state = np.concatenate([self.data.qpos, self.data.qvel])

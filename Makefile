@@ -1,0 +1,36 @@
+# Needs nothing but Python 3.11 and pip. `make quick` sets up and runs the laptop-scale job;
+# `make test` runs the test suite (CI runs exactly this, through .ci/run).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv quick test test-slow bench clean-results
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade "pip>=23"
+	# the pinned torch first, so nothing can pull an unpinned (CUDA) build
+	$(BIN)/pip install "$$(grep '^torch==' requirements.txt)"
+	$(BIN)/pip install -r requirements.txt
+	$(BIN)/pip install --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+# Laptop scale: the random floor on PointNav and HalfCheetahVel with the quick preset, then the
+# OOD split of each. (The full pipeline target replaces this once the workflow lands.)
+quick: venv
+	$(BIN)/metarl train --algo random --env PointNav --preset quick --seed 1
+	$(BIN)/metarl evaluate --run results/runs/PointNav/random/default/seed1 --split ood
+	$(BIN)/metarl train --algo random --env HalfCheetahVel --preset quick --seed 1
+	$(BIN)/metarl evaluate --run results/runs/HalfCheetahVel/random/default/seed1 --split ood
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+test-slow: venv
+	$(BIN)/python -m pytest -q -m slow
+
+bench: venv
+	$(BIN)/metarl bench

@@ -1,0 +1,167 @@
+"""Training runs end to end: complete run directories, byte-identical reruns, exact resume after
+SIGKILL or SIGTERM, corrupt checkpoints refused, evaluation of saved runs."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from metarl.runs import ckpt_dir_for, run_dir_for
+
+from conftest import files_of, popen_cli, run_cli
+
+SMOKE = ["train", "--algo", "random", "--env", "HalfCheetahVel", "--seed", "1", "--preset", "smoke"]
+RUN = run_dir_for("HalfCheetahVel", "random", "default", 1)
+CKPT = ckpt_dir_for(RUN) / "state.ckpt"
+ALL_FILES = ("config.yaml", "metadata.json", "progress.csv", "eval.csv", "timings.csv", "model.pt")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict[str, bytes]:
+    """An uninterrupted smoke run of the random agent on HalfCheetahVel."""
+    work = tmp_path_factory.mktemp("reference")
+    run_cli(SMOKE + ["--set", "total_env_steps=16000"], cwd=work)
+    return files_of(work / RUN, ("progress.csv", "eval.csv", "model.pt", "config.yaml"))
+
+
+def test_complete_run_directory(tmp_path):
+    run_cli(SMOKE, cwd=tmp_path)
+    run = tmp_path / RUN
+    for name in ALL_FILES:
+        assert (run / name).is_file(), name
+    assert not (tmp_path / CKPT).exists()  # resume state removed once finished
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["algo"] == "random" and config["total_env_steps"] == 8000
+    meta = json.loads((run / "metadata.json").read_text())
+    for key in ("git_commit", "git_dirty", "packages", "python", "platform", "device", "threads"):
+        assert key in meta
+    assert meta["packages"]["torch"].startswith("2.13.0") and meta["device"] == "cpu" and meta["threads"] == 1
+    progress = (run / "progress.csv").read_text().splitlines()
+    assert progress[0] == "iteration,env_steps,train_return,train_return_first,train_return_last"
+    assert progress[-1].startswith("10,8000,")
+    evals = (run / "eval.csv").read_text().splitlines()
+    assert evals[0] == "iteration,env_steps,split,task,episode,return,success"
+    # 4 eval tasks x 6 episodes at iterations 0, 5 and 10
+    assert len(evals) == 1 + 3 * 4 * 6
+    assert {line.split(",")[0] for line in evals[1:]} == {"0", "5", "10"}
+    # a second call finds the run finished and does nothing
+    again = run_cli(SMOKE, cwd=tmp_path)
+    assert "already complete" in again.stdout
+
+
+def test_same_seed_same_bytes(tmp_path, reference):
+    run_cli(SMOKE + ["--set", "total_env_steps=16000"], cwd=tmp_path)
+    assert files_of(tmp_path / RUN, ("progress.csv", "eval.csv")) == {k: reference[k] for k in ("progress.csv", "eval.csv")}
+
+
+def test_other_seed_other_bytes(tmp_path, reference):
+    run_cli(SMOKE[:-4] + ["--seed", "2", "--preset", "smoke", "--set", "total_env_steps=16000"], cwd=tmp_path)
+    run = tmp_path / run_dir_for("HalfCheetahVel", "random", "default", 2)
+    assert (run / "progress.csv").read_bytes() != reference["progress.csv"]
+
+
+def _wait_for(path: Path, proc, timeout=120.0):
+    start = time.monotonic()
+    while not path.exists():
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() - start < timeout
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.7])
+def test_sigkill_then_resume_gives_same_bytes(tmp_path, reference, delay):
+    proc = popen_cli(SMOKE + ["--set", "total_env_steps=16000"], cwd=tmp_path)
+    _wait_for(tmp_path / CKPT, proc)
+    time.sleep(delay)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "finished before it could be killed; make the run longer"
+    resumed = run_cli(SMOKE + ["--set", "total_env_steps=16000"], cwd=tmp_path)
+    assert "resuming from iteration" in resumed.stderr
+    assert files_of(tmp_path / RUN) == {k: reference[k] for k in ("progress.csv", "eval.csv")}
+
+
+def test_sigterm_checkpoints_and_exits_75(tmp_path, reference):
+    proc = popen_cli(SMOKE + ["--set", "total_env_steps=16000"], cwd=tmp_path)
+    _wait_for(tmp_path / RUN / "progress.csv", proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err
+    assert (tmp_path / CKPT).exists() and not (tmp_path / RUN / "model.pt").exists()
+    run_cli(SMOKE + ["--set", "total_env_steps=16000"], cwd=tmp_path)
+    assert files_of(tmp_path / RUN, ("progress.csv", "eval.csv", "model.pt")) == {
+        k: reference[k] for k in ("progress.csv", "eval.csv", "model.pt")}
+
+
+def test_corrupt_checkpoint_is_reported_not_used(tmp_path):
+    proc = popen_cli(SMOKE + ["--set", "total_env_steps=16000"], cwd=tmp_path)
+    _wait_for(tmp_path / CKPT, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    ckpt = tmp_path / CKPT
+    data = bytearray(ckpt.read_bytes())
+    data[-100] ^= 0xFF
+    ckpt.write_bytes(bytes(data))
+    before = files_of(tmp_path / RUN)
+    bad = run_cli(SMOKE + ["--set", "total_env_steps=16000"], cwd=tmp_path, check=False)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [f"metarl: error: corrupt checkpoint {CKPT}: checksum mismatch "
+                                               "(delete it, or pass --restart)"]
+    assert files_of(tmp_path / RUN) == before  # nothing touched
+    ckpt.write_bytes(b"garbage")
+    assert "not a metarl checkpoint" in run_cli(SMOKE + ["--set", "total_env_steps=16000"], cwd=tmp_path,
+                                                check=False).stderr
+    run_cli(SMOKE + ["--set", "total_env_steps=16000", "--restart"], cwd=tmp_path)
+    assert (tmp_path / RUN / "model.pt").exists()
+
+
+def test_changed_config_does_not_resume(tmp_path):
+    proc = popen_cli(SMOKE + ["--set", "total_env_steps=16000"], cwd=tmp_path)
+    _wait_for(tmp_path / CKPT, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    bad = run_cli(SMOKE + ["--set", "total_env_steps=24000"], cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and "was made with another config" in bad.stderr
+
+
+def test_evaluate_saved_run_on_ood(tmp_path):
+    run_cli(["train", "--algo", "random", "--env", "PointNav", "--seed", "1", "--preset", "smoke"], cwd=tmp_path)
+    run = tmp_path / run_dir_for("PointNav", "random", "default", 1)
+    before = (run / "eval.csv").read_text()
+    out = run_cli(["evaluate", "--run", str(run), "--split", "ood"], cwd=tmp_path)
+    assert "[ood]" in out.stdout
+    after = (run / "eval.csv").read_text()
+    assert after.startswith(before)
+    new = after[len(before):].splitlines()
+    assert len(new) == 20 * 6 and all(line.split(",")[2] == "ood" for line in new)
+    # idempotent: evaluating again replaces, never duplicates
+    run_cli(["evaluate", "--run", str(run), "--split", "ood"], cwd=tmp_path)
+    assert (run / "eval.csv").read_text() == after
+    # to a separate file
+    run_cli(["evaluate", "--run", str(run), "--split", "ood", "--out", "ood.csv"], cwd=tmp_path)
+    assert (tmp_path / "ood.csv").read_text().splitlines()[1:] == new
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--run", "nowhere"], "run directory not found: nowhere"),
+    (["--run", "."], "has no config.yaml"),
+])
+def test_evaluate_bad_input(tmp_path, args, message):
+    proc = run_cli(["evaluate", *args], cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_evaluate_unknown_split_and_corrupt_model(tmp_path):
+    run_cli(["train", "--algo", "random", "--env", "PointNav", "--seed", "1", "--preset", "smoke"], cwd=tmp_path)
+    run = tmp_path / run_dir_for("PointNav", "random", "default", 1)
+    proc = run_cli(["evaluate", "--run", str(run), "--split", "mars"], cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "has no split 'mars'" in proc.stderr
+    (run / "model.pt").write_bytes(b"\x00" * 10)
+    proc = run_cli(["evaluate", "--run", str(run), "--split", "ood"], cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "corrupt model file" in proc.stderr
