@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 @dataclass
 class AgentConfig:
     """Settings every algorithm has. Subclass it (a dataclass) for an algorithm's own settings;
-    the field comments are what `metarl train --help-config` prints."""
+    the trailing field comments are what `metarl settings --algo NAME` prints."""
 
     meta_batch_size: int = 20  # tasks (one trial each) sampled per training iteration
 

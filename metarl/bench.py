@@ -47,13 +47,18 @@ class MLPAgent(Agent):
 
     @torch.inference_mode()
     def act(self, tokens, deterministic):
-        mean = self.net(torch.from_numpy(tokens))
+        # The layers called directly: nn.Module dispatch costs more than the maths at batch 20.
+        l1, l2, l3 = self.net[0], self.net[2], self.net[4]
+        h = torch.tanh(torch.addmm(l1.bias, torch.from_numpy(tokens), l1.weight.t()))
+        h = torch.tanh(torch.addmm(l2.bias, h, l2.weight.t()))
+        mean = torch.addmm(l3.bias, h, l3.weight.t())
         std = self.log_std.exp()
         noise = torch.randn(mean.shape, generator=self.generator)
         if deterministic.any():
             noise[torch.from_numpy(deterministic)] = 0.0
         action = torch.addcmul(mean, std, noise)
-        logp = (-0.5 * noise.pow(2) - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        log_norm = self.log_std.sum() + 0.5 * math.log(2 * math.pi) * self.env.act_dim
+        logp = noise.square().sum(-1).mul_(-0.5).sub_(log_norm)
         return action.numpy(), {"logp": logp.numpy()}
 
     def update(self, batch):

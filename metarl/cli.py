@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_identity(p)
     p.add_argument("--out", type=Path, default=None, help="write the YAML to this file (atomically) instead of stdout")
 
+    p = sub.add_parser("settings", help="list every setting (key, type, default, meaning)",
+                       description="List the settings every algorithm understands and, with --algo, the "
+                       "algorithm's own settings, with their types, defaults and meaning.")
+    p.add_argument("--algo", default=None, help="also list this algorithm's settings")
+
     p = sub.add_parser("bench", help="measure sampling throughput against the raw simulator",
                        description="Measure env steps/s of the raw simulator, the trial sampler with the random "
                        "agent and with a 2x64 MLP policy, all in this run, and print them with their ratio to raw. "
@@ -123,6 +128,17 @@ def _dispatch(args) -> int:
 
         for name, target in sorted(algorithms().items()):
             print(f"{name:12s} {target}")
+        return 0
+    if args.command == "settings":
+        from metarl.registry import get_agent_class
+
+        groups = [("harness settings (every algorithm)", cfg.RunSettings)]
+        if args.algo:
+            groups.append((f"{args.algo} settings", get_agent_class(args.algo).Config))
+        for title, cls in groups:
+            print(f"{title}:")
+            for key, type_name, default, text in cfg.describe(cls):
+                print(f"  {key:22s} {type_name:28s} default {default!r:12s} {text}")
         return 0
     if args.command == "config":
         resolved = _resolve(args)

@@ -296,3 +296,25 @@ def split_config(resolved: Mapping[str, Any], agent_cls: type) -> tuple[RunSetti
 
 def dump(resolved: Mapping[str, Any]) -> str:
     return yaml.safe_dump(dict(resolved), sort_keys=False, default_flow_style=False)
+
+
+def describe(cls: type) -> list[tuple[str, str, Any, str]]:
+    """(key, type, default, help) of every field, the help taken from the field's trailing
+    `# comment` in the dataclass source (so settings are documented in exactly one place)."""
+    import inspect
+    import re
+
+    comments: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        for line in inspect.getsource(klass).splitlines():
+            m = re.match(r"\s+(\w+)\s*:[^=]+=.*?#\s*(.+)$", line)
+            if m:
+                comments[m.group(1)] = m.group(2).strip()
+    types = field_types(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else None
+        out.append((f.name, _type_name(types[f.name]), default, comments.get(f.name, "")))
+    return out

@@ -18,12 +18,14 @@ class Progress:
         self.log_every_s = log_every_s
         self.start = time.monotonic()
         self._last_log = -float("inf")
-        self._steps_at_start: int | None = None
+        self._steps_at_start = 0
+
+    def begin(self, steps: int) -> None:
+        """Training starts (or resumes) at `steps`: the rate is measured from here."""
+        self.start = time.monotonic()
+        self._steps_at_start = steps
 
     def _rate(self, steps: int) -> float:
-        if self._steps_at_start is None:
-            self._steps_at_start = steps
-            return 0.0
         elapsed = time.monotonic() - self.start
         return (steps - self._steps_at_start) / elapsed if elapsed > 0 else 0.0
 

@@ -42,9 +42,14 @@ class TrialBatch:
     Per step (shape (n, L, ...)): `obs` the observation acted on, `tokens` the RL² token acted
     on, `actions`, `rewards`, `next_obs` (after the step), `terminated`, `truncated` (time
     limit), `success`, `episode` (index within the trial, −1 on padding), `step` (index within
-    the episode). Per slot: `lengths` (steps used). Per episode (n, episodes): `episode_returns`,
-    `episode_success` (1 if success at any step), `episode_lengths`.
+    the episode). Per slot: `lengths` (steps used). Per episode (n, episodes): `episode_returns`
+    (summed in float64), `episode_success` (1 if success at any step), `episode_lengths`.
     `extras` holds what the agent returned from `act`, stored per step the same way.
+
+    During a trial (in `Agent.end_episode`) the per-step arrays are complete for every finished
+    episode; `episode`, `step`, `valid`, `terminated`, `truncated` and the per-episode figures are
+    filled when an episode ends. The float per-step arrays are views of one record array (one
+    store per step keeps the sampler close to the simulator's speed).
     """
 
     tasks: list[Task]
@@ -66,6 +71,7 @@ class TrialBatch:
     episode_success: np.ndarray
     episode_lengths: np.ndarray
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+    record: np.ndarray | None = field(default=None, repr=False)  # the array behind the float views
 
     @property
     def n(self) -> int:
@@ -78,19 +84,20 @@ class TrialBatch:
     @classmethod
     def allocate(cls, tasks: Sequence[Task], episodes: int, episode_length: int, obs_dim: int, act_dim: int) -> "TrialBatch":
         n, steps = len(tasks), episodes * episode_length
-        token_dim = obs_dim + act_dim + 2
+        layout = _RecordLayout(obs_dim, act_dim)
+        record = np.zeros((n, steps, layout.width), np.float32)
         return cls(
             tasks=list(tasks),
             episodes=episodes,
             episode_length=episode_length,
-            obs=np.zeros((n, steps, obs_dim), np.float32),
-            tokens=np.zeros((n, steps, token_dim), np.float32),
-            actions=np.zeros((n, steps, act_dim), np.float32),
-            rewards=np.zeros((n, steps), np.float32),
-            next_obs=np.zeros((n, steps, obs_dim), np.float32),
+            obs=record[..., layout.obs],
+            tokens=record[..., layout.tokens],
+            actions=record[..., layout.actions],
+            rewards=record[..., layout.reward],
+            next_obs=record[..., layout.next_obs],
             terminated=np.zeros((n, steps), bool),
             truncated=np.zeros((n, steps), bool),
-            success=np.zeros((n, steps), np.float32),
+            success=record[..., layout.success],
             episode=np.full((n, steps), -1, np.int32),
             step=np.zeros((n, steps), np.int32),
             valid=np.zeros((n, steps), bool),
@@ -98,7 +105,24 @@ class TrialBatch:
             episode_returns=np.zeros((n, episodes), np.float64),
             episode_success=np.zeros((n, episodes), np.float64),
             episode_lengths=np.zeros((n, episodes), np.int64),
+            record=record,
         )
+
+
+class _RecordLayout:
+    """Columns of the per-step record: [token (= obs, a_prev, r_prev, d_prev) | action | reward |
+    next_obs | terminated | success]."""
+
+    def __init__(self, obs_dim: int, act_dim: int):
+        token_dim = obs_dim + act_dim + 2
+        self.obs = slice(0, obs_dim)
+        self.tokens = slice(0, token_dim)
+        self.actions = slice(token_dim, token_dim + act_dim)
+        self.reward = token_dim + act_dim
+        self.next_obs = slice(self.reward + 1, self.reward + 1 + obs_dim)
+        self.terminated = self.reward + 1 + obs_dim
+        self.success = self.terminated + 1
+        self.width = self.success + 1
 
 
 def run_trials(
@@ -117,6 +141,9 @@ def run_trials(
     if n != env.n:
         raise ValueError(f"{n} tasks for an environment batch of {env.n} slots")
     batch = TrialBatch.allocate(tasks, spec.episodes, episode_length, obs_dim, act_dim)
+    layout = _RecordLayout(obs_dim, act_dim)
+    record = batch.record
+    reward64 = np.zeros(batch.valid.shape, np.float64)  # returns are summed from unrounded rewards
     env.set_tasks(tasks, reset_rngs)
     agent.start_trial(n, spec)
 
@@ -124,8 +151,8 @@ def run_trials(
     obs = np.zeros((n, obs_dim), np.float32)
     obs[:] = env.reset(every)
     prev_action = np.zeros((n, act_dim), np.float32)
-    prev_reward = np.zeros(n, np.float32)
-    prev_done = np.zeros(n, np.float32)
+    prev_reward = np.zeros(n, np.float64)
+    prev_done = np.zeros(n, bool)
     episode = np.zeros(n, np.int64)  # current episode index per slot
     t = np.zeros(n, np.int64)  # step within the episode
     pos = np.zeros(n, np.int64)  # write position within the trial
@@ -136,6 +163,21 @@ def run_trials(
         if spec.training:
             return np.zeros(n, bool)
         return episode >= spec.exploration_episodes
+
+    def close_episodes(slots: np.ndarray, terminated: np.ndarray) -> None:
+        """Per-episode bookkeeping for `slots`, whose current episode just ended."""
+        for s in slots:
+            e, end = int(episode[s]), int(pos[s])
+            start = end - int(t[s])
+            batch.episode[s, start:end] = e
+            batch.step[s, start:end] = np.arange(end - start)
+            batch.valid[s, start:end] = True
+            batch.terminated[s, end - 1] = terminated[s]
+            batch.truncated[s, end - 1] = not terminated[s]
+            batch.episode_returns[s, e] = reward64[s, start:end].sum()
+            batch.episode_success[s, e] = record[s, start:end, layout.success].max()
+            batch.episode_lengths[s, e] = end - start
+            batch.lengths[s] = end
 
     deterministic = deterministic_now()
     # While no slot has terminated early, every slot is at the same position of its trial, and
@@ -148,25 +190,21 @@ def run_trials(
         actions, extras = agent.act(tokens, deterministic)
         actions = np.asarray(actions, dtype=np.float32)
         next_obs, reward, terminated, success = env.step(actions, active)
+        row = np.concatenate(
+            [tokens, actions, reward[:, None], next_obs, terminated[:, None], success[:, None]],
+            axis=1, dtype=np.float32,
+        )
 
         if aligned:
             rows: np.ndarray | slice = slice(None)
             at: tuple = (slice(None), int(pos[0]))
-            ep_at: tuple = (slice(None), int(episode[0]))
+            time_up = t[0] + 1 >= episode_length
         else:
             rows = np.flatnonzero(active)
             at = (rows, pos[rows])
-            ep_at = (rows, episode[rows])
-        batch.obs[at] = obs[rows]
-        batch.tokens[at] = tokens[rows]
-        batch.actions[at] = actions[rows]
-        batch.rewards[at] = reward[rows]
-        batch.next_obs[at] = next_obs[rows]
-        batch.terminated[at] = terminated[rows]
-        batch.success[at] = success[rows]
-        batch.episode[at] = episode[rows]
-        batch.step[at] = t[rows]
-        batch.valid[at] = True
+            time_up = t + 1 >= episode_length
+        record[at] = row[rows]
+        reward64[at] = reward[rows]
         if record_extras:
             for key, value in extras.items():
                 value = np.asarray(value)
@@ -175,15 +213,9 @@ def run_trials(
                     store = np.zeros((n, batch.valid.shape[1], *value.shape[1:]), value.dtype)
                     batch.extras[key] = store
                 store[at] = value[rows]
-        batch.episode_returns[ep_at] += reward[rows]
-        batch.episode_success[ep_at] = np.maximum(batch.episode_success[ep_at], success[rows])
-
         t[rows] += 1
         pos[rows] += 1
-        batch.lengths[rows] += 1
-        time_up = t >= episode_length
         ended = active & (terminated | time_up)
-        batch.truncated[at] = (time_up & ~terminated)[rows]
 
         obs[rows] = next_obs[rows]
         prev_action[rows] = actions[rows]
@@ -194,7 +226,7 @@ def run_trials(
             done_slots = np.flatnonzero(ended)
             if len(done_slots) < n:
                 aligned = False
-            batch.episode_lengths[done_slots, episode[done_slots]] = t[done_slots]
+            close_episodes(done_slots, terminated)
             agent.end_episode(done_slots, batch)
             episode[done_slots] += 1
             over = done_slots[episode[done_slots] >= spec.episodes]
@@ -204,7 +236,7 @@ def run_trials(
                 obs[again] = env.reset(again)
                 prev_action[again] = 0.0
                 prev_reward[again] = 0.0
-                prev_done[again] = 0.0
+                prev_done[again] = False
                 t[again] = 0
                 agent.start_episode(again)
             deterministic = deterministic_now()

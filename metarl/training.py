@@ -194,6 +194,7 @@ def _train(setup: Setup, run_dir: Path, ckpt_path: Path, model_path: Path, confi
     train_env = bench.make_env(meta_batch)
     train_spec = TrialSpec(bench.train_episodes, 0, True, 0)
     last_return = None
+    progress.begin(env_steps)
     try:
         while env_steps < run.total_env_steps:
             iteration += 1
@@ -283,7 +284,7 @@ def _train(setup: Setup, run_dir: Path, ckpt_path: Path, model_path: Path, confi
         "state": agent.model_state(),
     })
     ckpt_path.unlink(missing_ok=True)
-    progress.message(f"{label}: done, {env_steps:,} env steps in {iteration} iterations -> {run_dir}")
+    progress.message(f"{label}: done: {env_steps:,} env steps, {iteration} iterations -> {run_dir}")
     return EXIT_OK
 
 

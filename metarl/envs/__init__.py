@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from metarl.envs.base import Benchmark, LoopBatchEnv, SlotEnv, Task, TaskBatchEnv
+from metarl.errors import UsageError
 
 # (ID, module, attribute): modules are imported on first use, so listing IDs or running
 # PointNav never imports MuJoCo or Meta-World.
@@ -22,7 +23,7 @@ _REGISTRY: dict[str, tuple[str, str]] = {
 BENCHMARK_IDS: tuple[str, ...] = tuple(_REGISTRY)
 
 
-class UnknownBenchmark(KeyError):
+class UnknownBenchmark(UsageError, KeyError):
     def __str__(self) -> str:
         return f"unknown benchmark {self.args[0]!r} (known: {', '.join(BENCHMARK_IDS)})"
 
