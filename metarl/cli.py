@@ -159,11 +159,11 @@ def _dispatch(args) -> int:
         ckpt_dir = args.ckpt_dir or ckpt_dir_for(run_dir)
         return train(resolved, run_dir, ckpt_dir, restart=args.restart, quiet=args.quiet)
     if args.command == "evaluate":
+        from metarl.envs import get_benchmark
         from metarl.evaluation import summarize
-        from metarl.training import evaluate_run, load_run  # noqa: F401
+        from metarl.training import evaluate_run
 
         rows = evaluate_run(args.run, args.split, args.out, args.tasks, args.device, args.threads)
-        from metarl.envs import get_benchmark
         import yaml
 
         bench = get_benchmark(yaml.safe_load((args.run / "config.yaml").read_text())["env"])

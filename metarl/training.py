@@ -174,6 +174,8 @@ def _train(setup: Setup, run_dir: Path, ckpt_path: Path, model_path: Path, confi
     attempts: list[dict[str, Any]] = []
 
     if state is not None:
+        # config.yaml too: a workflow manager may have deleted a failed job's outputs
+        atomic_write_text(run_dir / "config.yaml", config_text)
         agent.load_state_dict(state["agent"])
         set_global_rng_state(state["rng"])
         iteration, env_steps = state["iteration"], state["env_steps"]

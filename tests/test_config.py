@@ -90,3 +90,26 @@ def test_config_command_prints_resolved_yaml(tmp_path):
     proc = run_cli(["config", "--algo", "random", "--env", "PointNav", "--seed", "2", "--preset", "quick",
                     "--set", "threads=2"], cwd=tmp_path)
     assert "seed: 2\n" in proc.stdout and "threads: 2\n" in proc.stdout and "total_env_steps: 200000\n" in proc.stdout
+
+
+def test_random_agent_has_every_benchmark_and_preset():
+    from metarl.envs import BENCHMARK_IDS
+    from metarl.training import prepare
+
+    for env in BENCHMARK_IDS:
+        for preset in cfg.PRESETS:
+            setup = prepare(cfg.resolve("random", env, 1, preset))
+            assert setup.agent_config.meta_batch_size % setup.benchmark.task_multiple == 0
+            assert setup.run.total_env_steps >= 1
+
+
+def test_presets_files_only_hold_known_keys():
+    """Budgets hold harness settings only; algorithm files hold that algorithm's settings only."""
+    import yaml
+
+    budgets = yaml.safe_load((cfg.config_dir() / "budgets.yaml").read_text())
+    harness = set(cfg.field_types(cfg.RunSettings))
+    for env, presets in budgets.items():
+        assert set(presets) == set(cfg.PRESETS), env
+        for values in presets.values():
+            assert set(values) <= harness

@@ -165,3 +165,17 @@ def test_evaluate_unknown_split_and_corrupt_model(tmp_path):
     (run / "model.pt").write_bytes(b"\x00" * 10)
     proc = run_cli(["evaluate", "--run", str(run), "--split", "ood"], cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "corrupt model file" in proc.stderr
+
+
+def test_resume_after_outputs_deleted(tmp_path, reference):
+    """A workflow manager deletes a failed job's outputs; the checkpoint (kept apart) restores them."""
+    import shutil
+
+    proc = popen_cli(SMOKE + ["--set", "total_env_steps=16000"], cwd=tmp_path)
+    _wait_for(tmp_path / CKPT, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    shutil.rmtree(tmp_path / RUN)
+    run_cli(SMOKE + ["--set", "total_env_steps=16000"], cwd=tmp_path)
+    assert files_of(tmp_path / RUN, ("progress.csv", "eval.csv", "config.yaml")) == {
+        k: reference[k] for k in ("progress.csv", "eval.csv", "config.yaml")}
