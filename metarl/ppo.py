@@ -1,0 +1,137 @@
+"""Shared learning pieces for the PPO-trained agents (TrMRL, RL², VariBAD).
+
+Everything works on padded trial tensors of shape (N trials, L steps) with a `valid` mask, as
+`metarl.sampling.TrialBatch` provides them. Written from TrMRL's garage-based code
+(research/trmrl.md §2):
+
+- advantages: GAE(γ, λ) over the whole concatenated trial, no masking at internal episode
+  boundaries, bootstrap value 0 at the trial's end (`gae_advantages`; `reset_at` lets an
+  algorithm cut at episode boundaries instead);
+- value targets: plain discounted Monte-Carlo returns over the trial (`discounted_returns`);
+- the clipped surrogate without advantage normalisation or entropy (`ppo_clip_loss`);
+- shuffled minibatches that keep the last partial one (`minibatches`);
+- garage's step-wise exponential learning-rate decay (`exponential_decay`);
+- a diagonal Gaussian with a state-independent log-std (`gaussian_log_prob`) and a Gaussian
+  MLP value function trained by negative log-likelihood (`GaussianValueMLP`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+LOG_STD_MIN = math.log(1e-6)
+
+
+def discount_cumsum(x: Tensor, discount: float) -> Tensor:
+    """y[t] = sum_k discount^k x[t+k] along the last axis (reverse discounted cumulative sum)."""
+    out = torch.zeros_like(x)
+    running = torch.zeros_like(x[..., 0])
+    for t in range(x.shape[-1] - 1, -1, -1):
+        running = x[..., t] + discount * running
+        out[..., t] = running
+    return out
+
+
+def discounted_returns(rewards: Tensor, valid: Tensor, discount: float) -> Tensor:
+    """Monte-Carlo returns over each whole trial (padding contributes 0)."""
+    return discount_cumsum(rewards * valid, discount)
+
+
+def gae_advantages(rewards: Tensor, values: Tensor, valid: Tensor, discount: float, gae_lambda: float,
+                   reset_at: Tensor | None = None) -> Tensor:
+    """GAE over each trial; the value after the last valid step is 0.
+
+    `reset_at` (bool, same shape): where an episode ends and the next must not bootstrap from
+    it (None: the trial is one sequence, as in TrMRL/garage's RL²).
+    """
+    rewards = rewards * valid
+    values = values * valid
+    next_values = torch.nn.functional.pad(values[..., 1:], (0, 1))
+    if reset_at is not None:
+        next_values = next_values * (~reset_at)
+    deltas = rewards + discount * next_values - values
+    if reset_at is None:
+        return discount_cumsum(deltas, discount * gae_lambda) * valid
+    out = torch.zeros_like(deltas)
+    running = torch.zeros_like(deltas[..., 0])
+    for t in range(deltas.shape[-1] - 1, -1, -1):
+        running = deltas[..., t] + discount * gae_lambda * running * (~reset_at[..., t])
+        out[..., t] = running
+    return out * valid
+
+
+def ppo_clip_loss(logp: Tensor, logp_old: Tensor, advantages: Tensor, clip: float) -> Tensor:
+    """−E[min(ρA, clip(ρ, 1−ε, 1+ε)A)] with ρ = exp(logp − logp_old)."""
+    ratio = torch.exp(logp - logp_old)
+    surrogate = torch.minimum(ratio * advantages, torch.clamp(ratio, 1 - clip, 1 + clip) * advantages)
+    return -surrogate.mean()
+
+
+def minibatches(n: int, size: int, epochs: int, generator: torch.Generator) -> Iterator[Tensor]:
+    """`epochs` passes over range(n), reshuffled each pass, in minibatches of `size` (the last,
+    partial one kept, as garage's optimizer wrapper does)."""
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, size):
+            yield order[start : start + size]
+
+
+def exponential_decay(optimizer: torch.optim.Optimizer, steps_per_epoch: int, start_epoch: int, end_epoch: int,
+                      min_factor: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """garage's LRDecayOptimizerWrapper: stepped once per gradient step; between `start_epoch` and
+    `end_epoch` the learning rate is multiplied by γ = min_factor^(1/(end−start)) once per epoch
+    of `steps_per_epoch` gradient steps, then stays at lr·min_factor. end ≤ start: constant."""
+    if end_epoch <= start_epoch or min_factor == 1.0:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    gamma = min_factor ** (1.0 / (end_epoch - start_epoch))
+
+    def factor(step: int) -> float:
+        decays = min(max(step // steps_per_epoch - start_epoch, 0), end_epoch - start_epoch)
+        return gamma**decays
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def gaussian_log_prob(mean: Tensor, log_std: Tensor, actions: Tensor) -> Tensor:
+    """Sum over action dimensions of the diagonal Gaussian log-density."""
+    z = (actions - mean) * torch.exp(-log_std)
+    return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def gaussian_entropy(log_std: Tensor) -> Tensor:
+    return (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
+
+
+def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.Tanh) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+class GaussianValueMLP(nn.Module):
+    """garage's GaussianMLPValueFunction with `learn_std`: an MLP mean and one learned log-std;
+    trained by the negative log-likelihood of the returns, not by squared error."""
+
+    def __init__(self, input_dim: int, hidden: Sequence[int] = (64, 64), init_std: float = 1.0):
+        super().__init__()
+        self.net = mlp([input_dim, *hidden, 1])
+        for layer in self.net:
+            if isinstance(layer, nn.Linear):
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
+        self.log_std = nn.Parameter(torch.full((1,), math.log(init_std)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x).squeeze(-1)
+
+    def loss(self, x: Tensor, returns: Tensor) -> Tensor:
+        mean = self(x)
+        log_std = self.log_std.clamp_min(LOG_STD_MIN)
+        return -gaussian_log_prob(mean[:, None], log_std, returns[:, None]).mean()
