@@ -3,7 +3,8 @@
 Measures, per benchmark, in env steps per second (all with `--slots` tasks at once):
 
 - `raw`: the benchmark's own environments stepped directly in a plain loop with pre-drawn
-  random actions: no tokens, no policy, no storage. The ceiling for the sampler.
+  random actions (a terminated slot is reset): no tokens, no policy, no storage. The ceiling
+  for the sampler.
 - `sampler_random`: the trial sampler (`run_trials`) driving the random agent.
 - `sampler_mlp`: the trial sampler driving a 2x64 tanh MLP Gaussian policy on the RL² tokens
   (one batched torch call per step, log-probabilities stored), i.e. what a PPO agent costs.
@@ -84,11 +85,13 @@ def _raw_rate(bench: Benchmark, slots: int, steps: int) -> float:
     env.reset(every)
     t = 0
     for _ in range(n_iters):
-        env.step(actions[t], active)
+        _, _, terminated, _ = env.step(actions[t], active)
         t += 1
         if t == bench.episode_length:
             env.reset(every)
             t = 0
+        elif terminated.any():  # a fallen robot is reset, as in an episode (lying is costlier to simulate)
+            env.reset(np.flatnonzero(terminated))
     elapsed = time.perf_counter() - start
     env.close()
     return n_iters * slots / elapsed
