@@ -19,6 +19,7 @@ from metarl.errors import UsageError
 
 BUILTIN_ALGORITHMS: dict[str, str] = {
     "random": "metarl.agent:RandomAgent",
+    "trmrl": "trmrl.agent:TrMRLAgent",
 }
 
 

@@ -1,0 +1,122 @@
+"""TrMRL on the harness: window resets and FIFO, rollout vs PPO re-evaluation log-probabilities,
+presets, and byte-identical reruns/resume."""
+
+from __future__ import annotations
+
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+from metarl import config as cfg
+from metarl.agent import TrialSpec
+from metarl.runs import ckpt_dir_for, run_dir_for
+from metarl.sampling import run_trials
+from metarl.training import build_agent, prepare
+
+from conftest import files_of, popen_cli, run_cli
+
+
+def _agent(env="PointNav", preset="smoke", **overrides):
+    setup = prepare(cfg.resolve("trmrl", env, 1, preset, overrides={"device": "cpu", **overrides}))
+    return setup, build_agent(setup)
+
+
+def test_window_resets_at_episode_start_and_is_fifo():
+    _, agent = _agent(window=3)
+    agent.start_trial(2, TrialSpec(2, 0, True, 0))
+    agent.start_episode(np.arange(2))
+    D = agent.env.token_dim
+    tok = lambda k: np.full((2, D), float(k), np.float32)  # noqa: E731
+    for k in range(1, 6):
+        _, extras = agent.act(tok(k), np.zeros(2, bool))
+    # after 5 tokens with window 3: the last three, oldest first
+    np.testing.assert_array_equal(extras["window"][0, :, 0], [3, 4, 5])
+    assert extras["window_len"].tolist() == [3, 3]
+    # while filling: positions 0..len-1 hold the tokens, the rest zeros
+    agent.start_episode(np.array([1]))
+    _, extras = agent.act(tok(9), np.zeros(2, bool))
+    np.testing.assert_array_equal(extras["window"][1, :, 0], [9, 0, 0])
+    assert extras["window_len"].tolist() == [3, 1]
+    np.testing.assert_array_equal(extras["window"][0, :, 0], [4, 5, 9])
+
+
+def test_windows_in_a_trial_never_cross_episodes():
+    setup, agent = _agent()
+    bench = setup.benchmark
+    env = bench.make_env(2)
+    tasks = bench.sample_train_tasks(np.random.default_rng(0), 2)
+    batch = run_trials(env, agent, tasks, TrialSpec(2, 0, True, 0), bench.episode_length,
+                       [np.random.default_rng(k) for k in range(2)], bench.obs_dim, bench.act_dim)
+    T, W = bench.episode_length, agent.config.window
+    lens = batch.extras["window_len"]
+    np.testing.assert_array_equal(lens[:, T], 1)  # second episode starts with a fresh window
+    np.testing.assert_array_equal(lens[0, :T], np.minimum(np.arange(1, T + 1), W))
+    # the newest window slot is the token acted on
+    for t in (0, 3, T, T + 7):
+        w = batch.extras["window"][0, t]
+        np.testing.assert_array_equal(w[lens[0, t] - 1], batch.tokens[0, t])
+
+
+def test_rollout_and_update_paths_give_same_log_probs():
+    setup, agent = _agent(env="HalfCheetahVel", d_model=32, heads=4, layers=2)
+    bench = setup.benchmark
+    env = bench.make_env(2)
+    tasks = bench.sample_train_tasks(np.random.default_rng(0), 2)
+    batch = run_trials(env, agent, tasks, TrialSpec(1, 0, True, 0), bench.episode_length,
+                       [np.random.default_rng(k) for k in range(2)], bench.obs_dim, bench.act_dim)
+    windows = torch.from_numpy(batch.extras["window"].reshape(-1, agent.config.window, agent.env.token_dim))
+    lengths = torch.from_numpy(batch.extras["window_len"].reshape(-1))
+    actions = torch.from_numpy(np.ascontiguousarray(batch.actions).reshape(-1, agent.env.act_dim))
+    with torch.no_grad():
+        logp = agent.policy.log_prob(windows, lengths, actions)  # one batched call, as in update
+    np.testing.assert_allclose(logp.numpy(), batch.extras["logp"].reshape(-1), rtol=1e-5, atol=1e-4)
+
+
+def test_paper_presets_carry_the_reference_table():
+    vel = cfg.resolve("trmrl", "HalfCheetahVel", 1, "paper")
+    assert (vel["d_model"], vel["heads"], vel["layers"], vel["dim_ff"], vel["window"]) == (128, 16, 4, 512, 5)
+    assert (vel["discount"], vel["gae_lambda"], vel["clip"], vel["policy_lr"], vel["vf_lr"]) == (0.9, 0.8, 0.1, 3e-5, 2.5e-4)
+    assert (vel["init_std"], vel["output_gain"], vel["share_network"], vel["minibatch_size"]) == (0.2, 1.0, False, 256)
+    ant = cfg.resolve("trmrl", "AntDir", 1, "paper")
+    assert (ant["discount"], ant["output_gain"], ant["share_network"], ant["policy_decay_start"]) == (0.92, 0.01, True, 500)
+    ml = cfg.resolve("trmrl", "ML1-push", 1, "paper")
+    assert (ml["d_model"], ml["heads"], ml["dim_ff"], ml["gae_lambda"], ml["minibatch_size"], ml["meta_batch_size"]) == (
+        32, 4, 128, 0.95, 32, 25)
+    assert cfg.resolve("trmrl", "ML45", 1, "paper")["meta_batch_size"] == 45
+    quick = cfg.resolve("trmrl", "HalfCheetahVel", 1, "quick")
+    assert {k: v for k, v in quick.items() if k not in cfg.field_types(cfg.RunSettings) and k != "preset"} == {
+        k: v for k, v in vel.items() if k not in cfg.field_types(cfg.RunSettings) and k != "preset"}
+
+
+def test_shared_network_value_optimiser_updates_transformer():
+    _, agent = _agent(env="HalfCheetahDir")
+    assert agent.config.share_network
+    transformer = {id(p) for p in agent.policy.parameters()}
+    vf_params = {id(p) for g in agent.value_opt.param_groups for p in g["params"]}
+    assert transformer <= vf_params
+
+
+SMOKE = ["train", "--algo", "trmrl", "--env", "PointNav", "--seed", "1", "--preset", "smoke"]
+
+
+def test_trmrl_same_seed_same_bytes_and_resume(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    run_cli(SMOKE, cwd=a)
+    run = run_dir_for("PointNav", "trmrl", "default", 1)
+    reference = files_of(a / run)
+    proc = popen_cli(SMOKE, cwd=b)
+    ckpt = b / ckpt_dir_for(run) / "state.ckpt"
+    import time
+
+    while not ckpt.exists():
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run_cli(SMOKE, cwd=b)
+    assert files_of(b / run) == reference
+    run_cli(SMOKE, cwd=a, check=True)  # already complete: nothing changes
+    assert files_of(a / run) == reference

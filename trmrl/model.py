@@ -1,0 +1,244 @@
+"""TrMRL policy network: a causal transformer over the last few RL² tokens, then a Gaussian MLP.
+
+What the original does (`GaussianTransformerEncoderPolicy` on the `trmrl-torch` branch of
+luckeciano/transformers-metarl; research/trmrl.md §1), and how this module follows it:
+
+* **Working memory** (§1.1). Each RL² token [s_t, a_{t-1}, r_{t-1}, done_{t-1}] is embedded by one
+  bias-free linear layer, with no nonlinearity and *no* √d_model scaling (the original has that
+  line commented out). A standard sinusoidal positional encoding of length `window` is added;
+  dropout is 0 everywhere, so there are no dropout modules here at all.
+* **Window** (§1.2). The caller keeps the window: tokens sit at positions 0..len-1 and the empty
+  slots after them are zeros. A causal mask (each position sees itself and earlier positions)
+  hides those empty slots from the newest position. The original finds the newest position by
+  looking for the first all-zero row; here the caller passes `lengths` instead, which is the
+  same thing without the hazard of a real token that happens to be all zeros.
+* **Encoder** (§1.3). `layers` post-residual blocks with every LayerNorm removed
+  (`layernorm="none"`, TrMRL's `--remove_ln`): x ← x + MHA(x); x ← x + W2·ReLU(W1·x + b1) + b2;
+  no final norm. `"post"` is the standard post-LN block (what the original builds without
+  `--remove_ln`: `nn.TransformerEncoderLayer`, no final norm); `"pre"` is a pre-LN block with a
+  final LayerNorm, which the original does not have (an ablation only). Attention is
+  `nn.MultiheadAttention`, which keeps Q, K and V in one `in_proj_weight`; parameters are
+  registered in the original's order and under its names (`self_attn.in_proj_weight`,
+  `self_attn.out_proj`, `linear1`, `linear2`).
+* **Episodic memory e_t** (§1.4, `--policy_head_input`): `"latest"` (the paper's setting) is the
+  encoder output at the newest position; `"mixed"` concatenates [embedding of the newest token
+  (before the positional encoding), e_t] in that order, as the original does; `"full"` flattens
+  the outputs at all `window` positions, padded ones included, as the original does.
+* **Policy head** (§1.4, garage's `GaussianMLPModule`): MLP head_in → 64 → 64 → act_dim with tanh
+  hidden units and a linear output; hidden weights Xavier-uniform, output weights Xavier-uniform
+  with gain `output_gain` (1.0 HalfCheetah, 0.01 AntDir/Meta-World), all biases 0. The std is
+  state-independent: one learned log-std per action dimension, initialised to log(init_std)
+  ("exp" parameterisation) and clamped below at log(1e-6) wherever it is used. No tanh squashing
+  and no clipping of actions.
+* **T-Fixup** (§1.5, `--tfixup`), applied after every module is built, in the original's order:
+  (1) Xavier-uniform (gain 1) on every transformer matrix: `in_proj_weight` (the whole 3d×d
+  stack), `out_proj.weight`, `linear1.weight`, `linear2.weight` of every layer, in parameter
+  order; biases keep PyTorch's defaults (attention biases 0, FFN biases default uniform);
+  (2) embedding weight ~ N(0, d_model^-1/2), then × (9N)^-1/4 (N = `layers`);
+  (3) `linear1`, `linear2`, `out_proj` weights × 0.67·N^-1/4, and the *whole* `in_proj_weight`
+  (Q and K too, not just V as in the reference T-Fixup) × 0.67·N^-1/4·√2. The head and the
+  log-std are untouched.
+  With `tfixup=False` the transformer keeps PyTorch's default initialisation and the embedding a
+  plain default `nn.Linear` initialisation. (Note: the original runs step (1), the Xavier
+  re-initialisation, even without `--tfixup`; this module does not, by design of the suite.)
+
+Shapes are batch-first throughout; one call handles a whole batch of windows. No device-specific
+code: the module runs wherever it is moved.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["TransformerSettings", "TrMRLPolicy", "LOG_STD_MIN"]
+
+LOG_STD_MIN = math.log(1e-6)  # garage's min_std=1e-6 with the "exp" parameterisation
+_LOG_2PI = math.log(2.0 * math.pi)
+_LAYERNORMS = ("none", "post", "pre")
+_HEAD_INPUTS = ("latest", "mixed", "full")
+
+
+@dataclass
+class TransformerSettings:
+    token_dim: int
+    act_dim: int
+    d_model: int = 128
+    heads: int = 16
+    layers: int = 4
+    dim_ff: int = 512
+    window: int = 5
+    tfixup: bool = True
+    layernorm: str = "none"  # "none" (TrMRL), "post" (post-LN blocks), "pre" (pre-LN + final LN)
+    policy_head_input: str = "latest"  # "latest" (d), "mixed" (2d), "full" (window·d)
+    head_hidden: tuple = (64, 64)
+    output_gain: float = 1.0  # Xavier gain of the head's output layer (1.0 or 0.01)
+    init_std: float = 1.0  # initial std of the state-independent Gaussian
+
+
+def sinusoidal_encoding(length: int, d_model: int) -> Tensor:
+    """(length, d_model): sin on even dims, cos on odd dims, frequencies 10000^(-2i/d)."""
+    position = torch.arange(length, dtype=torch.float32).unsqueeze(1)
+    freqs = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
+    pe = torch.zeros(length, d_model)
+    pe[:, 0::2] = torch.sin(position * freqs)
+    pe[:, 1::2] = torch.cos(position * freqs[: d_model // 2])  # odd d_model: one cos fewer
+    return pe
+
+
+class EncoderBlock(nn.Module):
+    """One self-attention + ReLU feed-forward block; LayerNorm placement per `layernorm`.
+
+    Attributes are named as in PyTorch's/TrMRL's encoder layers so that T-Fixup can address
+    them the same way, and registered in the same order (attention first, then linear1, linear2)
+    so the Xavier pass draws the random numbers in the original's order.
+    """
+
+    def __init__(self, d_model: int, heads: int, dim_ff: int, layernorm: str):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, heads, dropout=0.0, batch_first=True)
+        self.linear1 = nn.Linear(d_model, dim_ff)
+        self.linear2 = nn.Linear(dim_ff, d_model)
+        self.layernorm = layernorm
+        if layernorm != "none":
+            self.norm1 = nn.LayerNorm(d_model)
+            self.norm2 = nn.LayerNorm(d_model)
+
+    def _attend(self, x: Tensor, mask: Tensor) -> Tensor:
+        return self.self_attn(x, x, x, attn_mask=mask, need_weights=False)[0]
+
+    def _feed_forward(self, x: Tensor) -> Tensor:
+        return self.linear2(F.relu(self.linear1(x)))
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        if self.layernorm == "none":  # TrMRL: residual sums only, nothing normalises the stream
+            x = x + self._attend(x, mask)
+            return x + self._feed_forward(x)
+        if self.layernorm == "post":
+            x = self.norm1(x + self._attend(x, mask))
+            return self.norm2(x + self._feed_forward(x))
+        h = self.norm1(x)  # "pre"
+        x = x + self._attend(h, mask)
+        return x + self._feed_forward(self.norm2(x))
+
+
+class TrMRLPolicy(nn.Module):
+    """Window of RL² tokens → (Gaussian mean, log-std). See the module docstring."""
+
+    def __init__(self, s: TransformerSettings):
+        super().__init__()
+        if s.layernorm not in _LAYERNORMS:
+            raise ValueError(f"layernorm must be one of {_LAYERNORMS}, not {s.layernorm!r}")
+        if s.policy_head_input not in _HEAD_INPUTS:
+            raise ValueError(f"policy_head_input must be one of {_HEAD_INPUTS}, not {s.policy_head_input!r}")
+        if s.d_model % s.heads:
+            raise ValueError(f"d_model={s.d_model} is not divisible by heads={s.heads}")
+        if s.window < 1 or s.layers < 1:
+            raise ValueError("window and layers must be at least 1")
+        self.settings = s
+
+        # Working memory: bias-free linear embedding (no √d scaling) + fixed sinusoidal positions.
+        self.embedding = nn.Linear(s.token_dim, s.d_model, bias=False)
+        self.register_buffer("pos_encoding", sinusoidal_encoding(s.window, s.d_model), persistent=False)
+        # True = "may not attend": strictly upper triangle, so position i sees 0..i only.
+        causal = torch.triu(torch.ones(s.window, s.window, dtype=torch.bool), diagonal=1)
+        self.register_buffer("causal_mask", causal, persistent=False)
+
+        self.layers = nn.ModuleList(
+            EncoderBlock(s.d_model, s.heads, s.dim_ff, s.layernorm) for _ in range(s.layers)
+        )
+        self.final_norm = nn.LayerNorm(s.d_model) if s.layernorm == "pre" else None
+
+        self.head_in_dim = {"latest": s.d_model, "mixed": 2 * s.d_model, "full": s.window * s.d_model}[
+            s.policy_head_input
+        ]
+        sizes = (self.head_in_dim, *s.head_hidden)
+        self.head_hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.head_out = nn.Linear(sizes[-1], s.act_dim)
+        for layer in self.head_hidden:
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        nn.init.xavier_uniform_(self.head_out.weight, gain=s.output_gain)
+        nn.init.zeros_(self.head_out.bias)
+        self.log_std = nn.Parameter(torch.full((s.act_dim,), math.log(s.init_std)))
+
+        if s.tfixup:
+            self._t_fixup()
+
+    @torch.no_grad()
+    def _t_fixup(self) -> None:
+        """research/trmrl.md §1.5, steps in the original's order (the head is not touched)."""
+        n = self.settings.layers
+        # (1) Xavier on every transformer matrix (dim > 1), in parameter order; biases as built.
+        for p in self.layers.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+        # (2) Embedding: N(0, d^-1/2), then T-Fixup's (9N)^-1/4 input scaling.
+        nn.init.normal_(self.embedding.weight, 0.0, self.settings.d_model ** -0.5)
+        self.embedding.weight.mul_((9 * n) ** -0.25)
+        # (3) Depth scaling. TrMRL scales the whole stacked QKV matrix by the "value" factor
+        # (√2 included), not only V as the reference T-Fixup does.
+        factor = 0.67 * n ** -0.25
+        for block in self.layers:
+            block.linear1.weight.mul_(factor)
+            block.linear2.weight.mul_(factor)
+            block.self_attn.out_proj.weight.mul_(factor)
+            block.self_attn.in_proj_weight.mul_(factor * math.sqrt(2.0))
+
+    def _embed(self, windows: Tensor) -> Tensor:
+        s = self.settings
+        if windows.dim() != 3 or windows.shape[1] != s.window or windows.shape[2] != s.token_dim:
+            raise ValueError(
+                f"windows must have shape (B, {s.window}, {s.token_dim}), got {tuple(windows.shape)}"
+            )
+        return self.embedding(windows)
+
+    def _run_encoder(self, embedded: Tensor) -> Tensor:
+        x = embedded + self.pos_encoding
+        for block in self.layers:
+            x = block(x, self.causal_mask)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return x
+
+    def encode(self, windows: Tensor, lengths: Tensor) -> Tensor:
+        """(B, window, token_dim) windows → encoder output at every position, (B, window, d_model).
+
+        `lengths` is not needed here (the causal mask already hides the zero slots after the
+        newest token from it); it is accepted so all entry points share one signature.
+        """
+        return self._run_encoder(self._embed(windows))
+
+    def head_input(self, windows: Tensor, lengths: Tensor) -> Tensor:
+        """The episodic memory e_t fed to the policy head, (B, head_in_dim)."""
+        embedded = self._embed(windows)
+        out = self._run_encoder(embedded)
+        mode = self.settings.policy_head_input
+        if mode == "full":
+            return out.reshape(out.shape[0], -1)
+        rows = torch.arange(out.shape[0], device=out.device)
+        newest = lengths.to(device=out.device, dtype=torch.long) - 1
+        latest = out[rows, newest]
+        if mode == "latest":
+            return latest
+        return torch.cat((embedded[rows, newest], latest), dim=-1)  # "mixed": [token embedding, e_t]
+
+    def clamped_log_std(self) -> Tensor:
+        return self.log_std.clamp(min=LOG_STD_MIN)
+
+    def forward(self, windows: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """→ (mean (B, act_dim), log_std (act_dim,)), log_std clamped below at log(1e-6)."""
+        h = self.head_input(windows, lengths)
+        for layer in self.head_hidden:
+            h = torch.tanh(layer(h))
+        return self.head_out(h), self.clamped_log_std()
+
+    def log_prob(self, windows: Tensor, lengths: Tensor, actions: Tensor) -> Tensor:
+        """(B,) diagonal-Gaussian log-likelihood of raw `actions` (no squashing, no clipping)."""
+        mean, log_std = self(windows, lengths)
+        z = (actions - mean) * torch.exp(-log_std)
+        return (-0.5 * z.pow(2) - log_std - 0.5 * _LOG_2PI).sum(-1)
