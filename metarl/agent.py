@@ -87,6 +87,10 @@ class Agent(abc.ABC):
     """Base class of every algorithm. See the module docstring for the call order."""
 
     Config: ClassVar[type[AgentConfig]] = AgentConfig
+    # Agents with an episodic memory (TrMRL) return it as extras["memory"] from `act` while
+    # `export_memory` is set (used by `metarl evaluate --export-memory`).
+    supports_memory_export: ClassVar[bool] = False
+    export_memory: bool = False
 
     def __init__(self, config: AgentConfig, env: EnvSpec, device: torch.device, seed: int):
         # The harness has seeded torch's global generator from `seed` before this runs, so

@@ -134,17 +134,49 @@ def measure(bench_id: str, slots: int, steps: int) -> list[tuple[str, str, float
     return [(bench_id, name, rate, rate / raw) for name, rate in best.items()]
 
 
+def measure_algo(algo: str, bench_id: str, preset: str, raw: float) -> list[tuple[str, str, float, float]]:
+    """`<algo>_sampling` and `<algo>_update`: env steps per second of one training batch of the
+    algorithm (its `preset` settings, CPU), collected and then learned from."""
+    from metarl import config as cfg
+    from metarl.seeding import env_rngs, task_rng
+    from metarl.training import build_agent, prepare
+
+    setup = prepare(cfg.resolve(algo, bench_id, 0, preset, overrides={"device": "cpu"}))
+    agent = build_agent(setup)
+    torch.set_num_threads(setup.run.threads)
+    bench, n = setup.benchmark, setup.agent_config.meta_batch_size
+    env = bench.make_env(n)
+    start = time.perf_counter()
+    batch = run_trials(env, agent, bench.sample_train_tasks(task_rng(0, 1), n), TrialSpec(bench.train_episodes, 0, True, 0),
+                       bench.episode_length, env_rngs(0, 1, n), bench.obs_dim, bench.act_dim)
+    sampled = time.perf_counter()
+    agent.update(batch)
+    updated = time.perf_counter()
+    env.close()
+    sampling = batch.env_steps / (sampled - start)
+    update = batch.env_steps / (updated - sampled)
+    return [(bench_id, f"{algo}_sampling", sampling, sampling / raw), (bench_id, f"{algo}_update", update, update / raw)]
+
+
 def run_bench(args) -> int:
     torch.set_num_threads(args.threads)
     names = args.env or list(DEFAULT_BENCHMARKS)
     for name in names:
         get_benchmark(name)  # unknown IDs fail before any measuring
+    if args.algo:
+        from metarl.registry import get_agent_class
+
+        for algo in args.algo:
+            get_agent_class(algo)
     if args.format == "csv":
         print("benchmark,measure,steps_per_s,ratio_to_raw", flush=True)
     else:
         print(f"{'benchmark':16s} {'measure':16s} {'steps/s':>12s} {'ratio to raw':>13s}", flush=True)
     for name in names:
-        for bench_id, measure_name, rate, ratio in measure(name, args.slots, args.steps):
+        rows = measure(name, args.slots, args.steps)
+        for algo in args.algo or []:
+            rows += measure_algo(algo, name, args.preset, rows[0][2])
+        for bench_id, measure_name, rate, ratio in rows:
             if args.format == "csv":
                 print(f"{bench_id},{measure_name},{rate:.1f},{ratio:.3f}", flush=True)
             else:

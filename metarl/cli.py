@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="split name: test, ood, or a benchmark's extra split (e.g. sweep)")
     p.add_argument("--out", type=Path, default=None, help="CSV to write (default: DIR/eval.csv)")
     p.add_argument("--tasks", type=int, default=None, help="evaluate only the first N tasks of the split (0: all)")
+    p.add_argument("--export-memory", nargs="?", type=Path, const=True, default=None, metavar="FILE",
+                   help="also write the agent's episodic memory (TrMRL: the policy-head input) at every step, "
+                   "with task indices, episodes, steps and the split's task parameters, to FILE "
+                   "(default: DIR/memory_{split}.npz)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="torch device")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
 
@@ -103,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=20_000, help="env steps per measurement (default 20000)")
     p.add_argument("--slots", type=int, default=20, help="tasks run at once (default 20)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--algo", action="append", default=None, metavar="ID",
+                   help="also time one training batch of this algorithm (repeatable): <algo>_sampling and "
+                   "<algo>_update, in env steps per second, with its --preset settings on the CPU")
+    p.add_argument("--preset", choices=cfg.PRESETS, default="paper", help="preset for --algo (default: paper)")
     p.add_argument("--format", choices=("table", "csv"), default="table", help="output format")
     return parser
 
@@ -163,7 +171,10 @@ def _dispatch(args) -> int:
         from metarl.evaluation import summarize
         from metarl.training import evaluate_run
 
-        rows = evaluate_run(args.run, args.split, args.out, args.tasks, args.device, args.threads)
+        memory_out = args.export_memory
+        if memory_out is True:
+            memory_out = args.run / f"memory_{args.split}.npz"
+        rows = evaluate_run(args.run, args.split, args.out, args.tasks, args.device, args.threads, memory_out)
         import yaml
 
         bench = get_benchmark(yaml.safe_load((args.run / "config.yaml").read_text())["env"])

@@ -41,7 +41,11 @@ class Evaluator:
         tasks = self.benchmark.split(split)
         return tasks[: self.eval_tasks] if self.eval_tasks else tasks
 
-    def evaluate(self, agent: Agent, split: str, iteration: int, env_steps: int) -> list[dict[str, Any]]:
+    def evaluate(self, agent: Agent, split: str, iteration: int, env_steps: int,
+                 memory: list[dict[str, np.ndarray]] | None = None) -> list[dict[str, Any]]:
+        """Evaluation rows of `split`. With a `memory` list (and an agent that exports its
+        episodic memory), one dict per chunk of tasks is appended to it: every evaluated step's
+        `memory` vector with its `task` index, `episode` and `step`."""
         bench = self.benchmark
         tasks = self.tasks(split)
         key = _name_key(split)
@@ -64,8 +68,16 @@ class Evaluator:
                 eval_env_rngs(bench.split_seed, key, indices),
                 bench.obs_dim,
                 bench.act_dim,
-                record_extras=False,
+                record_extras=memory is not None,
             )
+            if memory is not None:
+                valid = batch.valid
+                memory.append({
+                    "memory": batch.extras["memory"][valid],
+                    "task": np.broadcast_to(indices[:, None], valid.shape)[valid],
+                    "episode": batch.episode[valid],
+                    "step": batch.step[valid],
+                })
             for row, task_index in enumerate(indices):
                 for episode in range(bench.eval_episodes):
                     rows.append(

@@ -33,6 +33,7 @@ from metarl.runs import (
     CorruptCheckpoint,
     CsvLog,
     atomic_torch_save,
+    atomic_write_bytes,
     atomic_write_text,
     format_value,
     load_checkpoint,
@@ -346,20 +347,37 @@ def load_run(run_dir: Path, device: str | None = None, threads: int | None = Non
 
 
 def evaluate_run(run_dir: Path, split: str, out: Path | None = None, eval_tasks: int | None = None,
-                 device: str | None = None, threads: int | None = None) -> list[dict[str, Any]]:
+                 device: str | None = None, threads: int | None = None,
+                 memory_out: Path | None = None) -> list[dict[str, Any]]:
     """Evaluate a finished run's final model on `split`; rows replace that split's rows at that
-    iteration in `out` (default: the run's eval.csv), written atomically."""
+    iteration in `out` (default: the run's eval.csv), written atomically. With `memory_out`, the
+    agent's episodic memory at every step goes there (.npz) with the tasks' parameters."""
     run_dir = Path(run_dir)
     setup, agent, model = load_run(run_dir, device, threads)
+    if memory_out is not None and not agent.supports_memory_export:
+        raise UsageError(f"algorithm {setup.config['algo']!r} has no episodic memory to export")
+    agent.export_memory = memory_out is not None
     if split not in setup.benchmark.splits():
         raise UsageError(f"benchmark {setup.benchmark.id} has no split {split!r} "
                          f"(it has: {', '.join(setup.benchmark.splits())})")
     n_tasks = setup.run.eval_tasks if eval_tasks is None else eval_tasks
     evaluator = Evaluator(setup.benchmark, setup.config["seed"], n_tasks)
+    memory: list[dict[str, np.ndarray]] | None = [] if memory_out is not None else None
     try:
-        rows = evaluator.evaluate(agent, split, model["iteration"], model["env_steps"])
+        rows = evaluator.evaluate(agent, split, model["iteration"], model["env_steps"], memory)
     finally:
         evaluator.close()
+    if memory is not None:
+        import io
+        import json
+
+        tasks = evaluator.tasks(split)
+        arrays = {key: np.concatenate([m[key] for m in memory]) for key in memory[0]}
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays, split=split, benchmark=setup.benchmark.id,
+                            task_labels=np.array([t.label for t in tasks]),
+                            task_params=json.dumps([t.params for t in tasks]))
+        atomic_write_bytes(Path(memory_out), buffer.getvalue())
     out = Path(out) if out is not None else run_dir / "eval.csv"
     keep = ""
     if out.is_file():

@@ -120,3 +120,23 @@ def test_trmrl_same_seed_same_bytes_and_resume(tmp_path):
     assert files_of(b / run) == reference
     run_cli(SMOKE, cwd=a, check=True)  # already complete: nothing changes
     assert files_of(a / run) == reference
+
+
+def test_export_memory_and_bench_rows(tmp_path):
+    run_cli(SMOKE, cwd=tmp_path)
+    run = tmp_path / run_dir_for("PointNav", "trmrl", "default", 1)
+    run_cli(["evaluate", "--run", str(run), "--split", "ood", "--export-memory"], cwd=tmp_path)
+    data = np.load(run / "memory_ood.npz")
+    assert data["memory"].shape == (20 * 6 * 20, 16)  # tasks x episodes x steps, d_model 16
+    assert set(data["task"].tolist()) == set(range(20)) and data["step"].max() == 19
+    assert str(data["split"]) == "ood" and len(data["task_labels"]) == 20
+    out = run_cli(["bench", "--env", "PointNav", "--steps", "400", "--slots", "4", "--algo", "trmrl",
+                   "--preset", "smoke", "--format", "csv"], cwd=tmp_path).stdout.splitlines()
+    assert [line.split(",")[1] for line in out[-2:]] == ["trmrl_sampling", "trmrl_update"]
+
+
+def test_export_memory_needs_a_memory(tmp_path):
+    run_cli(["train", "--algo", "random", "--env", "PointNav", "--seed", "1", "--preset", "smoke"], cwd=tmp_path)
+    run = tmp_path / run_dir_for("PointNav", "random", "default", 1)
+    proc = run_cli(["evaluate", "--run", str(run), "--export-memory"], cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "has no episodic memory" in proc.stderr

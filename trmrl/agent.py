@@ -73,6 +73,7 @@ class TrMRLConfig(AgentConfig):
 
 class TrMRLAgent(Agent):
     Config = TrMRLConfig
+    supports_memory_export = True
 
     def __init__(self, config: TrMRLConfig, env: EnvSpec, device: torch.device, seed: int):
         super().__init__(config, env, device, seed)
@@ -132,11 +133,10 @@ class TrMRLAgent(Agent):
         noise[torch.from_numpy(deterministic).to(self.device)] = 0.0
         actions = mean + log_std.exp() * noise
         logp = gaussian_log_prob(mean, log_std, actions)
-        return actions.cpu().numpy(), {
-            "window": self._windows.copy(),
-            "window_len": self._lengths.copy(),
-            "logp": logp.cpu().numpy(),
-        }
+        extras = {"window": self._windows.copy(), "window_len": self._lengths.copy(), "logp": logp.cpu().numpy()}
+        if self.export_memory:  # the policy-head input e_t: the paper's "episodic memory"
+            extras["memory"] = self.policy.head_input(windows, lengths).cpu().numpy()
+        return actions.cpu().numpy(), extras
 
     # -- learning ----------------------------------------------------------------------------
     def _value_input(self, windows: torch.Tensor, lengths: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
