@@ -140,3 +140,23 @@ def test_export_memory_needs_a_memory(tmp_path):
     run = tmp_path / run_dir_for("PointNav", "random", "default", 1)
     proc = run_cli(["evaluate", "--run", str(run), "--export-memory"], cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "has no episodic memory" in proc.stderr
+
+
+def test_trmrl_learns_point_nav(tmp_path):
+    """A shortened `metarl train --algo trmrl --env PointNav --preset quick`: half the budget."""
+    common = ["--env", "PointNav", "--seed", "1", "--preset", "quick", "--quiet",
+              "--set", "total_env_steps=100000", "--set", "eval_every=0"]
+    run_cli(["train", "--algo", "trmrl", *common], cwd=tmp_path, timeout=900)
+    run_cli(["train", "--algo", "random", *common], cwd=tmp_path)
+
+    def final_adapted(algo):
+        lines = (tmp_path / run_dir_for("PointNav", algo, "default", 1) / "eval.csv").read_text().splitlines()[1:]
+        rows = [line.split(",") for line in lines]
+        last = max(int(r[0]) for r in rows)
+        returns = [float(r[5]) for r in rows if int(r[0]) == last and r[4] == "5"]
+        assert len(returns) == 20
+        return sum(returns) / 20
+
+    trmrl, floor = final_adapted("trmrl"), final_adapted("random")
+    assert floor < -18.0  # the floor: standing still scores -20
+    assert trmrl > floor + 3.5, (trmrl, floor)

@@ -55,10 +55,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metarl.ppo import LOG_STD_MIN, gaussian_log_prob  # LOG_STD_MIN: garage's min_std=1e-6, "exp"
+
 __all__ = ["TransformerSettings", "TrMRLPolicy", "LOG_STD_MIN"]
 
-LOG_STD_MIN = math.log(1e-6)  # garage's min_std=1e-6 with the "exp" parameterisation
-_LOG_2PI = math.log(2.0 * math.pi)
 _LAYERNORMS = ("none", "post", "pre")
 _HEAD_INPUTS = ("latest", "mixed", "full")
 
@@ -240,5 +240,4 @@ class TrMRLPolicy(nn.Module):
     def log_prob(self, windows: Tensor, lengths: Tensor, actions: Tensor) -> Tensor:
         """(B,) diagonal-Gaussian log-likelihood of raw `actions` (no squashing, no clipping)."""
         mean, log_std = self(windows, lengths)
-        z = (actions - mean) * torch.exp(-log_std)
-        return (-0.5 * z.pow(2) - log_std - 0.5 * _LOG_2PI).sum(-1)
+        return gaussian_log_prob(mean, log_std, actions)
