@@ -20,6 +20,7 @@ from metarl.errors import UsageError
 BUILTIN_ALGORITHMS: dict[str, str] = {
     "random": "metarl.agent:RandomAgent",
     "trmrl": "trmrl.agent:TrMRLAgent",
+    "rl2": "baselines.rl2:RL2Agent",
 }
 
 

@@ -1,0 +1,203 @@
+"""RL² (Duan et al. 2016) with PPO, as garage's RL2PPO runs it (research/baselines.md §1.5).
+
+Policy: a GRU over the RL² tokens [obs, a_{t-1}, r_{t-1}, done_{t-1}] whose hidden state is
+reset only at the start of a trial and carried across all its episodes (garage's
+`NoResetPolicy` inside a trial), a linear Gaussian mean on the hidden state, and a
+state-independent learned std (optionally clipped to [min_std, max_std], as garage's
+Meta-World launchers do).
+
+Learning, per iteration on the batch of trials (each trial is one sequence, as RL2Env /
+RL2Worker concatenate the episodes):
+
+- optional maximum-entropy bonus: reward += entropy_coeff · H(π) with the gradient stopped
+  (garage's `entropy_method="max"`);
+- baseline: garage's `LinearFeatureBaseline` (ridge regression on [obs, obs², t, t², t³, 1]
+  over each trial, t = step index / 100), predicted with last iteration's fit, then refitted
+  on this batch; or (`baseline: shared`) a linear value head on the GRU state trained with the
+  policy (coefficient `vf_coeff`, squared error);
+- GAE(γ, λ) over the whole trial, no advantage centring;
+- PPO clipped surrogate, `ppo_epochs` passes of Adam over minibatches of whole trials
+  (`minibatch_trials`), back-propagating through each full trial (garage's recurrent
+  optimiser feeds whole paths).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from metarl.agent import Agent, AgentConfig, EnvSpec, TrialSpec
+from metarl.ppo import discounted_returns, gae_advantages, gaussian_entropy, gaussian_log_prob, minibatches
+
+
+@dataclass
+class RL2Config(AgentConfig):
+    hidden_size: int = 64  # GRU units (garage rl2_ppo_halfcheetah: 64; Meta-World launchers: 256)
+    init_std: float = 1.0  # initial action std (garage's default)
+    min_std: float = 1e-6  # std is clipped to [min_std, max_std] (Meta-World launchers: 0.5..1.5)
+    max_std: float = 1e6  # upper clip of the std
+    baseline: Literal["linear", "shared"] = "linear"  # linear-feature baseline, or a value head on the GRU
+    vf_coeff: float = 0.5  # weight of the value loss with baseline: shared
+    discount: float = 0.99  # γ over the concatenated trial
+    gae_lambda: float = 0.95  # GAE λ
+    clip: float = 0.2  # PPO clip ε
+    lr: float = 1e-3  # Adam learning rate
+    ppo_epochs: int = 10  # passes over the batch
+    minibatch_trials: int = 32  # whole trials per minibatch
+    entropy_coeff: float = 0.02  # maximum-entropy reward bonus (gradient stopped); 0 = off
+    max_grad_norm: float = 0.0  # gradient-norm clip (0: off, as garage)
+
+
+class RL2Network(nn.Module):
+    def __init__(self, token_dim: int, act_dim: int, hidden: int, init_std: float):
+        super().__init__()
+        self.gru = nn.GRU(token_dim, hidden, batch_first=True)
+        self.mean = nn.Linear(hidden, act_dim)
+        self.value = nn.Linear(hidden, 1)
+        nn.init.xavier_uniform_(self.mean.weight)
+        nn.init.zeros_(self.mean.bias)
+        self.log_std = nn.Parameter(torch.full((act_dim,), float(np.log(init_std))))
+
+    def forward(self, tokens: torch.Tensor, h0: torch.Tensor | None = None):
+        """tokens (B, T, token_dim) -> (means (B, T, act_dim), values (B, T), final hidden)."""
+        out, h = self.gru(tokens, h0)
+        return self.mean(out), self.value(out).squeeze(-1), h
+
+
+class LinearFeatureBaseline:
+    """garage's LinearFeatureBaseline: ridge regression of returns on per-step features."""
+
+    def __init__(self, reg_coeff: float = 1e-5):
+        self.reg_coeff = reg_coeff
+        self.coeffs: np.ndarray | None = None
+
+    @staticmethod
+    def features(obs: np.ndarray, steps: np.ndarray) -> np.ndarray:
+        o = np.clip(obs, -10, 10)
+        t = steps[..., None] / 100.0
+        return np.concatenate([o, o**2, t, t**2, t**3, np.ones_like(t)], axis=-1)
+
+    def predict(self, feats: np.ndarray) -> np.ndarray:
+        if self.coeffs is None:
+            return np.zeros(feats.shape[:-1])
+        return feats @ self.coeffs
+
+    def fit(self, feats: np.ndarray, returns: np.ndarray) -> None:
+        reg = self.reg_coeff
+        a, b = feats.T @ feats, feats.T @ returns
+        for _ in range(5):
+            coeffs = np.linalg.lstsq(a + reg * np.eye(a.shape[0]), b, rcond=None)[0]
+            if np.all(np.isfinite(coeffs)):
+                self.coeffs = coeffs
+                return
+            reg *= 10
+
+
+class RL2Agent(Agent):
+    Config = RL2Config
+
+    def __init__(self, config: RL2Config, env: EnvSpec, device: torch.device, seed: int):
+        super().__init__(config, env, device, seed)
+        self.net = RL2Network(env.token_dim, env.act_dim, config.hidden_size, config.init_std).to(device)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=config.lr)
+        self.baseline = LinearFeatureBaseline()
+        self.train_gen = torch.Generator().manual_seed(seed)
+        self.update_gen = torch.Generator().manual_seed(seed + 1)
+        self.gen = self.train_gen
+        self._h: torch.Tensor | None = None
+
+    def _log_std(self) -> torch.Tensor:
+        c = self.config
+        return self.net.log_std.clamp(float(np.log(max(c.min_std, 1e-6))), float(np.log(c.max_std)))
+
+    # -- acting ------------------------------------------------------------------------------
+    def start_trial(self, n: int, spec: TrialSpec) -> None:
+        self._h = torch.zeros(1, n, self.config.hidden_size, device=self.device)  # reset per trial only
+        self.gen = self.train_gen if spec.training else torch.Generator().manual_seed(spec.seed)
+
+    @torch.inference_mode()
+    def act(self, tokens: np.ndarray, deterministic: np.ndarray):
+        x = torch.from_numpy(tokens).to(self.device)[:, None]
+        mean, _, self._h = self.net(x, self._h)
+        mean = mean[:, 0]
+        log_std = self._log_std()
+        noise = torch.randn(mean.shape, generator=self.gen).to(self.device)
+        noise[torch.from_numpy(deterministic).to(self.device)] = 0.0
+        actions = mean + log_std.exp() * noise
+        return actions.cpu().numpy(), {"logp": gaussian_log_prob(mean, log_std, actions).cpu().numpy()}
+
+    # -- learning ----------------------------------------------------------------------------
+    def update(self, batch) -> dict[str, float]:
+        c, dev = self.config, self.device
+        tokens = torch.from_numpy(np.ascontiguousarray(batch.tokens)).to(dev)
+        actions = torch.from_numpy(np.ascontiguousarray(batch.actions)).to(dev)
+        valid = torch.from_numpy(batch.valid).to(dev).float()
+        rewards = torch.from_numpy(np.ascontiguousarray(batch.rewards)).to(dev).double()
+        with torch.no_grad():
+            entropy = gaussian_entropy(self._log_std())
+            means, values, _ = self.net(tokens)
+            logp_old = gaussian_log_prob(means, self._log_std(), actions)
+        rewards = (rewards + c.entropy_coeff * float(entropy)) * valid.double()
+        # trial time index for the linear baseline: position within the trial
+        steps = np.broadcast_to(np.arange(batch.valid.shape[1]), batch.valid.shape)
+        if c.baseline == "linear":
+            feats = LinearFeatureBaseline.features(np.ascontiguousarray(batch.obs), steps)
+            baseline = torch.from_numpy(self.baseline.predict(feats)).to(dev)
+        else:
+            baseline = values.double()
+        advantages = gae_advantages(rewards, baseline * valid.double(), valid.double(), c.discount, c.gae_lambda).float()
+        returns = discounted_returns(rewards, valid.double(), c.discount).float()
+
+        losses = []
+        for idx in minibatches(batch.n, c.minibatch_trials, c.ppo_epochs, self.update_gen):
+            idx = idx.to(dev)
+            means, values, _ = self.net(tokens[idx])
+            logp = gaussian_log_prob(means, self._log_std(), actions[idx])
+            ratio = torch.exp(logp - logp_old[idx])
+            adv, v = advantages[idx], valid[idx]
+            surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - c.clip, 1 + c.clip) * adv)
+            loss = -(surrogate * v).sum() / v.sum()
+            if c.baseline == "shared":
+                loss = loss + c.vf_coeff * (((values - returns[idx]) ** 2) * v).sum() / v.sum()
+            self.opt.zero_grad()
+            loss.backward()
+            if c.max_grad_norm > 0:
+                nn.utils.clip_grad_norm_(self.net.parameters(), c.max_grad_norm)
+            self.opt.step()
+            losses.append(loss.detach())
+        if c.baseline == "linear":
+            valid_np = batch.valid
+            self.baseline.fit(feats[valid_np], returns.cpu().numpy()[valid_np])
+        with torch.no_grad():
+            means, _, _ = self.net(tokens)
+            logp_new = gaussian_log_prob(means, self._log_std(), actions)
+            kl = ((logp_old - logp_new) * valid).sum() / valid.sum()
+        return {"loss": float(torch.stack(losses).mean()), "kl": float(kl), "entropy": float(entropy)}
+
+    # -- persistence -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "net": self.net.state_dict(),
+            "opt": self.opt.state_dict(),
+            "baseline": self.baseline.coeffs,
+            "train_gen": self.train_gen.get_state(),
+            "update_gen": self.update_gen.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.opt.load_state_dict(state["opt"])
+        self.baseline.coeffs = state["baseline"]
+        self.train_gen.set_state(state["train_gen"])
+        self.update_gen.set_state(state["update_gen"])
+
+    def model_state(self) -> dict[str, Any]:
+        return {"net": self.net.state_dict(), "baseline": self.baseline.coeffs}
+
+    def load_model_state(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.baseline.coeffs = state["baseline"]
