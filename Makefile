@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv quick test test-slow bench clean-results
+.PHONY: venv quick smoke test test-slow bench
 
 venv: $(STAMP)
 
@@ -25,6 +25,11 @@ quick: venv
 	$(BIN)/metarl evaluate --run results/runs/PointNav/random/default/seed1 --split ood
 	$(BIN)/metarl train --algo random --env HalfCheetahVel --preset quick --seed 1
 	$(BIN)/metarl evaluate --run results/runs/HalfCheetahVel/random/default/seed1 --split ood
+
+# The whole Snakemake pipeline at smoke scale (config/smoke.yaml, a few minutes): every rule,
+# tables in results/tables/, figures in results/figures/.
+smoke: venv
+	$(BIN)/snakemake --cores 2 all --configfile config/smoke.yaml
 
 test: venv
 	$(BIN)/python -m pytest -q

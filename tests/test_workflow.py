@@ -1,0 +1,378 @@
+"""The Snakemake pipeline (issue 6): lint, dry runs (paper grid, one figure, SLURM profile), a
+real smoke run in a temporary copy of the repository, rerun behaviour, and the aggregation
+statistics on hand-made data against rliable's own functions."""
+
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "workflow" / "scripts"))
+
+import metrics  # noqa: E402
+import tables  # noqa: E402
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+TABLES = ["main", "ood", "ablations", "adaptation", "metaworld_vs_paper"]
+FIGURES = ["learning_curves", "adaptation", "ood", "ablations", "aggregate", "latent"]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def copy_repo(dest: Path) -> Path:
+    """Tracked files plus untracked ones git does not ignore (no results/, no .venv)."""
+    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
+                         capture_output=True, check=True).stdout.decode()
+    for name in filter(None, out.split("\0")):
+        src = REPO / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def snakemake(args: list[str], cwd: Path, timeout: float = 900, check: bool = True) -> str:
+    proc = subprocess.run(SNAKEMAKE + args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    output = proc.stdout + proc.stderr
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} exited {proc.returncode}:\n{output[-6000:]}")
+    return output
+
+
+def job_counts(output: str) -> dict[str, int]:
+    block = output.split("Job stats:", 1)[1].split("total", 1)[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", block, re.M)}
+
+
+def planned_jobs(output: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, wildcards) of every job a dry run prints."""
+    jobs, rule = [], None
+    for line in output.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):", line)
+        if m:
+            rule = m.group(1)
+            jobs.append((rule, {}))
+        elif line.startswith("    wildcards:") and rule:
+            jobs[-1] = (rule, dict(kv.split("=", 1) for kv in line.split(":", 1)[1].strip().split(", ")))
+    return jobs
+
+
+def config_value(*keys):
+    data = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    for key in keys:
+        data = data[key]
+    return data
+
+
+# ----------------------------------------------------------------------------- lint and dry runs
+
+
+ALLOWED_LINTS = (  # justified in workflow/Snakefile
+    "Specify a conda environment or container for each rule",
+    "Environment variable PYTHONPATH used but not asserted with envvars directive",
+)
+
+
+def test_lint_has_only_justified_findings():
+    out = snakemake(["--lint"], cwd=REPO, check=False)
+    findings = re.findall(r"^    \* (.+?)(?: in line \d+)?\.?:$", out, re.M)
+    unexpected = [f for f in findings if not f.startswith(ALLOWED_LINTS)]
+    assert not unexpected, f"unjustified lint findings: {unexpected}\n{out[-4000:]}"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    return copy_repo(tmp_path_factory.mktemp("repo"))
+
+
+def test_dry_run_plans_the_paper_grid(workspace):
+    out = snakemake(["-n", "--cores", "32", "all"], cwd=workspace)
+    counts = job_counts(out)
+    algos = config_value("algorithms")
+    seeds = config_value("seeds")
+    benches = config_value("benchmarks")
+    n_seeds = {b: len(seeds.get(b, seeds["default"])) for b in benches}
+    assert len(algos) == 6 and len(benches) == 10
+    assert n_seeds["HalfCheetahVel"] == 5 and n_seeds["ML45"] == 10
+    main = len(algos) * sum(n_seeds.values())
+    # ablations: 2 + 2 + 4 + 4 + 3 values, of which one per setting is the main run itself
+    ablations = (1 + 1 + 3 + 3 + 2) * 5
+    assert counts["train"] == counts["resolve_config"] == main + ablations
+    splits = config_value("eval_splits")
+    assert counts["evaluate"] == sum(len(algos) * n_seeds[b] * len(splits.get(b, [])) for b in benches)
+    for rule in ("export_memory", "aggregate", "collect_ablations", *(f"table_{t}" for t in TABLES),
+                 *(f"figure_{f}" for f in FIGURES)):
+        assert counts[rule] == 1, rule
+    assert counts["collect_benchmark"] == 10
+
+
+def test_dry_run_of_one_figure_plans_only_what_it_needs(workspace):
+    # no --cores: profiles/default supplies it (SPEC §2)
+    out = snakemake(["-n", "results/figures/ood.pdf"], cwd=workspace)
+    counts = job_counts(out)
+    assert set(counts) == {"resolve_config", "train", "evaluate", "collect_benchmark", "figure_ood"}
+    jobs = planned_jobs(out)
+    envs = {wc["env"] for _, wc in jobs if "env" in wc}
+    assert envs == {"PointNav", "HalfCheetahVel", "AntDir", "ML1-reach", "ML1-push", "ML1-pick-place", "ML10", "ML45"}
+    assert {wc["variant"] for _, wc in jobs if "variant" in wc} == {"default"}
+    assert counts["train"] == 6 * (3 * 5 + 5 * 10)
+
+
+def test_dry_run_with_the_slurm_profile(workspace):
+    out = snakemake(["-n", "--workflow-profile", "profiles/slurm", "all"], cwd=workspace)
+    assert "Using workflow specific profile profiles/slurm" in out
+    assert job_counts(out)["train"] > 400
+    train = re.search(r"^rule train:\n(?:    .*\n)*?    resources: (.*)$", out, re.M).group(1)
+    assert "slurm_partition=GPU_PARTITION" in train and "slurm_account=ACCOUNT" in train
+    assert re.search(r"resources: .*slurm_partition=GPU_PARTITION.*runtime=1440, gpu=1", out)
+
+
+def test_bad_config_is_one_clear_error(workspace, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("settings: {no_such_setting: 1}\n")
+    out = snakemake(["-n", "all", "--configfile", "config/smoke.yaml", str(bad)], cwd=workspace, check=False)
+    assert "unknown setting 'no_such_setting'" in out
+
+
+# ----------------------------------------------------------------------------- the smoke run
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> Path:
+    """`snakemake --cores 2 all --configfile config/smoke.yaml` in a copy of the repository."""
+    root = copy_repo(tmp_path_factory.mktemp("smoke"))
+    out = snakemake(["--cores", "2", "all", "--configfile", "config/smoke.yaml"], cwd=root, timeout=1500)
+    assert "steps (100%) done" in out
+    return root
+
+
+SMOKE = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+NAMES = {"random": "Random", "trmrl": "TrMRL", "rl2": "RL²", "maml_trpo": "MAML-TRPO", "pearl": "PEARL",
+         "varibad": "VariBAD"}
+
+
+@pytest.mark.slow  # the real smoke pipeline (~4 min on 2 cores): CI runs it after `make test`
+def test_smoke_run_writes_every_table(smoke):
+    algos = SMOKE["algorithms"]
+    for name in TABLES:
+        csv = pd.read_csv(smoke / "results" / "tables" / f"{name}.csv")
+        assert not csv.empty, name
+        md = (smoke / "results" / "tables" / f"{name}.md").read_text()
+        tex = (smoke / "results" / "tables" / f"{name}.tex").read_text()
+        assert md.startswith("# ") and "\\begin{tabular}" in tex and "\\bottomrule" in tex
+        if name == "ablations":
+            assert set(csv["algorithm"]) == {"trmrl"}
+            assert {"default", "tfixup-off", "layers-2"} <= set(csv["variant"])
+            continue
+        assert set(algos) <= set(csv["algorithm"]), name
+        for algo in algos:
+            assert NAMES[algo] in md, (name, algo)
+    main = pd.read_csv(smoke / "results" / "tables" / "main.csv")
+    assert {"PointNav", "HalfCheetahVel"} <= set(main["benchmark"])
+    paper = pd.read_csv(smoke / "results" / "tables" / "metaworld_vs_paper.csv")
+    assert (paper.loc[paper["algorithm"] == "trmrl", "note"] == "not run").any()
+    assert 35.8 in set(paper["value"])  # RL² on ML10, the paper's Table 1
+
+
+@pytest.mark.slow  # the real smoke pipeline (~4 min on 2 cores): CI runs it after `make test`
+def test_smoke_run_draws_every_figure(smoke):
+    for name in FIGURES:
+        data = (smoke / "results" / "figures" / f"{name}.pdf").read_bytes()
+        assert data.startswith(b"%PDF-") and b"%%EOF" in data[-64:], name
+        assert len(data) > 5000, name
+
+
+@pytest.mark.slow  # the real smoke pipeline (~4 min on 2 cores): CI runs it after `make test`
+def test_smoke_run_summaries(smoke):
+    runs = pd.read_parquet(smoke / "results" / "summary" / "runs.parquet")
+    assert set(runs.columns) == set(metrics.EPISODE_COLUMNS)
+    assert set(runs["algorithm"]) == set(SMOKE["algorithms"])
+    assert {"test", "ood", "sweep"} <= set(runs["split"])
+    scores = pd.read_parquet(smoke / "results" / "summary" / "scores.parquet")
+    main = scores[(scores["variant"] == "default") & (scores["split"] == "test")]
+    assert len(main) == 2 * 2 * 2  # benchmarks x algorithms x seeds
+    assert (main.loc[main["algorithm"] == "random", "normalised"].groupby(main["benchmark"]).mean().abs() < 1e-9).all()
+    agg = pd.read_csv(smoke / "results" / "summary" / "aggregate.csv")
+    assert "P(trmrl > random)" in set(agg["metric"])
+
+
+@pytest.mark.slow  # the real smoke pipeline (~4 min on 2 cores): CI runs it after `make test`
+def test_smoke_second_run_does_nothing(smoke):
+    out = snakemake(["--cores", "2", "all", "--configfile", "config/smoke.yaml"], cwd=smoke)
+    assert "Nothing to be done" in out
+
+
+@pytest.mark.slow  # the real smoke pipeline (~4 min on 2 cores): CI runs it after `make test`
+def test_smoke_report(smoke):
+    snakemake(["--report", "results/report.html", "--configfile", "config/smoke.yaml"], cwd=smoke)
+    html = (smoke / "results" / "report.html").read_text(errors="replace")
+    assert "training range" in html and "Ablations of" in html
+
+
+@pytest.mark.slow  # the real smoke pipeline (~4 min on 2 cores): CI runs it after `make test`
+def test_smoke_touching_presets_reruns_nothing(smoke):
+    for path in (smoke / "config").rglob("*.yaml"):
+        os.utime(path)
+    out = snakemake(["-n", "all", "--configfile", "config/smoke.yaml"], cwd=smoke)
+    assert "Nothing to be done" in out
+
+
+@pytest.mark.slow  # the real smoke pipeline (~4 min on 2 cores): CI runs it after `make test`
+def test_smoke_editing_one_algorithms_presets_reruns_only_its_runs(smoke):
+    path = smoke / "config" / "algos" / "trmrl.yaml"
+    original = path.read_text()
+    start = original.index("  PointNav:")
+    clip = original.index("    clip: 0.2", start)
+    path.write_text(original[:clip] + "    clip: 0.25" + original[clip + len("    clip: 0.2"):])
+    try:
+        out = snakemake(["-n", "all", "--configfile", "config/smoke.yaml"], cwd=smoke)
+    finally:
+        path.write_text(original)
+    jobs = planned_jobs(out)
+    retrained = {(wc["env"], wc["algo"], wc["variant"], wc["seed"]) for rule, wc in jobs if rule == "train"}
+    assert retrained == {("PointNav", "trmrl", "default", "1"), ("PointNav", "trmrl", "default", "2")}
+
+
+@pytest.mark.slow  # the real smoke pipeline (~4 min on 2 cores): CI runs it after `make test`
+def test_smoke_adding_a_seed_reruns_only_that_seed_and_the_aggregates(smoke, tmp_path):
+    extra = tmp_path / "seed3.yaml"
+    extra.write_text("seeds: {default: [1, 2, 3]}\n")
+    out = snakemake(["-n", "all", "--configfile", "config/smoke.yaml", str(extra)], cwd=smoke)
+    jobs = planned_jobs(out)
+    per_run = [(rule, wc) for rule, wc in jobs if "seed" in wc]
+    assert per_run and {wc["seed"] for _, wc in per_run} == {"3"}
+    assert sum(rule == "train" for rule, _ in per_run) == 4  # 2 benchmarks x 2 algorithms
+    rules = {rule for rule, _ in jobs}
+    assert rules == {"resolve_config", "train", "evaluate", "collect_benchmark", "aggregate", "table_main",
+                     "table_ood", "table_adaptation", "figure_learning_curves", "figure_adaptation",
+                     "figure_ood", "figure_aggregate", "all"}
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+B = metrics.Bootstrap(reps=500, confidence=0.95, random_state=7)
+
+
+def episodes_table(values: dict, episodes: int = 3, exploration: int = 0, success=None) -> pd.DataFrame:
+    """Hand-made per-episode rows: values[(algo, seed)] = return offset of that run; task t and
+    episode e add 0.1 t + e. Two tasks, evaluations at iterations 0 and 10 (the final one)."""
+    rows = []
+    for (algo, seed), offset in values.items():
+        for iteration in (0, 10):
+            for task in (0, 1):
+                for ep in range(episodes):
+                    rows.append({
+                        "benchmark": "Toy", "algorithm": algo, "variant": "default", "seed": seed,
+                        "split": "test", "iteration": iteration, "env_steps": iteration * 100, "task": task,
+                        "episode": ep, "return": offset + 0.1 * task + ep - (5 if iteration == 0 else 0),
+                        "success": np.nan if success is None else success(algo, seed, iteration, task, ep),
+                        "scored": ep >= exploration, "last_episode": ep == episodes - 1,
+                        "final": iteration == 10, "has_success": success is not None,
+                        "task_value": np.nan, "task_label": "",
+                    })
+    return pd.DataFrame(rows)[metrics.EPISODE_COLUMNS]
+
+
+def test_run_scores_headline_numbers():
+    table = episodes_table({("a", 1): 10.0, ("a", 2): 20.0})
+    scores = metrics.run_scores(table).set_index("seed")
+    assert scores.loc[1, "first_return"] == pytest.approx(10.05)
+    assert scores.loc[1, "adapted_return"] == pytest.approx(12.05)
+    assert scores.loc[2, "score"] == pytest.approx(22.05)
+    assert scores.loc[2, "iteration"] == 10 and math.isnan(scores.loc[2, "success_rate"])
+
+
+def test_run_scores_metaworld_success():
+    def success(algo, seed, iteration, task, ep):
+        if iteration == 0:
+            return 1.0 if ep >= 10 and task == 0 else 0.0  # 50 % at the first evaluation
+        return 1.0 if ep == 12 and task == 1 else 0.0  # 1 of 6 scored episodes finally
+    table = episodes_table({("a", 1): 0.0}, episodes=13, exploration=10, success=success)
+    row = metrics.run_scores(table).iloc[0]
+    assert row["success_rate"] == pytest.approx(1 / 6)
+    assert row["max_success_rate"] == pytest.approx(0.5)
+    assert row["score"] == pytest.approx(1 / 6)
+
+
+def test_iqm_and_intervals_known_values():
+    r = metrics.interval([1, 2, 3, 4, 100], B)
+    assert r["iqm"] == pytest.approx(3.0) and r["mean"] == pytest.approx(22.0) and r["n"] == 5
+    assert r["ci_low"] <= 3.0 <= r["ci_high"]
+    r = metrics.interval([5, 5, 5, 5], B)
+    assert (r["iqm"], r["ci_low"], r["ci_high"], r["std"]) == (5, 5, 5, 0)
+    # two runs {0, 1}: bootstrap means are 0, 0.5, 1 with probability 1/4, 1/2, 1/4
+    r = metrics.interval([0.0, 1.0], metrics.Bootstrap(reps=2000, random_state=3))
+    assert (r["iqm"], r["ci_low"], r["ci_high"]) == (0.5, 0.0, 1.0)
+    assert math.isnan(metrics.interval([], B)["iqm"])
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_intervals_match_rliable_and_are_reproducible():
+    from rliable import library as rly
+    from rliable import metrics as rmetrics
+
+    x = np.random.default_rng(0).normal(size=10)
+    ours = metrics.interval(x, B)
+    np.random.seed(B.random_state)
+    point, ci = rly.get_interval_estimates({"x": x[:, None]}, lambda s: np.array([rmetrics.aggregate_iqm(s)]),
+                                           reps=B.reps, random_state=np.random.RandomState(B.random_state))
+    assert ours["iqm"] == pytest.approx(point["x"][0])
+    assert (ours["ci_low"], ours["ci_high"]) == pytest.approx((ci["x"][0, 0], ci["x"][1, 0]))
+    metrics.interval(np.arange(7.0), B)  # another bootstrap in between changes nothing
+    assert metrics.interval(x, B) == ours
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_aggregates_and_improvement_match_rliable():
+    from rliable import library as rly
+    from rliable import metrics as rmetrics
+
+    rng = np.random.default_rng(1)
+    matrices = {"trmrl": rng.normal(1.0, 0.2, size=(5, 3)), "rl2": rng.normal(0.5, 0.2, size=(5, 3))}
+    agg = metrics.aggregate_intervals(matrices, B).set_index(["algorithm", "metric"])
+    for algo, m in matrices.items():
+        assert agg.loc[(algo, "IQM"), "value"] == pytest.approx(rmetrics.aggregate_iqm(m))
+        assert agg.loc[(algo, "Optimality gap"), "value"] == pytest.approx(rmetrics.aggregate_optimality_gap(m))
+    np.random.seed(B.random_state)
+    _, ci = rly.get_interval_estimates(
+        matrices, lambda s: np.array([f(s) for f in metrics.AGGREGATES.values()]), reps=B.reps,
+        random_state=np.random.RandomState(B.random_state))
+    assert agg.loc[("trmrl", "Mean"), "ci_low"] == pytest.approx(ci["trmrl"][0, 1])
+    poi = metrics.improvement_probabilities(matrices, "trmrl", B).set_index("algorithm")
+    expected = rmetrics.probability_of_improvement(matrices["trmrl"], matrices["rl2"])
+    assert poi.loc["rl2", "probability"] == pytest.approx(expected)
+    sure = metrics.improvement_probabilities({"trmrl": np.ones((4, 2)), "x": np.zeros((4, 2))}, "trmrl", B)
+    assert sure["probability"].iloc[0] == 1.0
+
+
+def test_normalise_floor_is_zero_best_is_one():
+    values = {("random", s): v for s, v in zip((1, 2), (-10.0, -12.0))}
+    values.update({("trmrl", s): v for s, v in zip((1, 2), (0.0, 2.0))})
+    scores = metrics.run_scores(episodes_table(values))
+    scores["normalised"] = metrics.normalise(scores, "random")
+    means = scores.groupby("algorithm")["normalised"].mean()
+    assert means["random"] == pytest.approx(0.0) and means["trmrl"] == pytest.approx(1.0)
+    mats = metrics.family_matrices(scores, ["trmrl", "random"])
+    assert list(mats) == ["returns"] and mats["returns"][0]["trmrl"].shape == (2, 1)
+
+
+def test_metaworld_vs_paper_without_metaworld_runs(tmp_path):
+    info = {"algorithms": ["random", "trmrl"], "benchmarks": ["PointNav"]}
+    csv, sections, _ = tables.table_metaworld_vs_paper(info, B, [])
+    assert set(csv["algorithm"]) == {"random", "trmrl", "maml_trpo", "rl2", "pearl"}
+    ours = csv[csv["source"].str.startswith("ours")]
+    assert (ours["note"] == "not run").all()
+    assert csv.loc[(csv["algorithm"] == "pearl") & (csv["benchmark"] == "ML45"), "value"].max() == 22.0
+    md = tables.markdown(sections, "t")
+    assert "not run" in md and "31.6" in md

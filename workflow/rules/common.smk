@@ -1,0 +1,350 @@
+# Helpers only (no rules): the config, the run grid, per-run settings, resources, input lists.
+#
+# Every path is relative to the working directory (the repository root), so a copy of the
+# repository is a separate workspace (SPEC §6).
+
+import os
+import re
+import shlex
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
+from snakemake.utils import validate
+
+import metarl.config
+import metarl.registry
+from metarl.errors import UsageError
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+# The repository this workflow belongs to. Snakemake imports `metarl` from here when it reads
+# this file (it puts the Snakefile's directory first on sys.path); the jobs must use the same
+# code and presets, even when the package is installed (editable) from another checkout, so
+# that a copy of the repository is a workspace of its own (SPEC §6). Jobs inherit this
+# environment: PYTHONPATH makes their `metarl` import this copy's packages; PATH puts the
+# `metarl` beside the Python running Snakemake first, so `.venv/bin/snakemake` works without
+# activating the environment.
+REPO = Path(workflow.main_snakefile).resolve().parent
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO), os.environ.get("PYTHONPATH", "")] if p)
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+PRESET = config["preset"]
+ALGORITHMS = config["algorithms"]
+BENCHMARKS = config["benchmarks"]
+FLOOR = config["floor"]
+REFERENCE = config["reference"]
+ABLATIONS = config["ablations"]
+LATENT = config["latent"]
+TRAIN_RESOURCES = config["resources"]["train"]
+EVAL_RESOURCES = config["resources"]["evaluate"]
+RETRIES = config["resources"]["retries"]
+
+# Meta-World's paper (research/baselines.md §4.1) reports ML10 and ML45 only.
+PAPER_BENCHMARKS = ["ML10", "ML45"]
+
+if "threads" in config["settings"]:
+    raise WorkflowError(
+        "config: set a run's thread count with resources.train (threads), not settings.threads"
+    )
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+def check_presets_dir():
+    """metarl reads its presets (config/budgets.yaml, config/algos/) beside its own code, which
+    is REPO/config here (see above), not from the working directory. When the two differ (the
+    workflow run with --directory or --snakefile elsewhere), a preset edited in the working
+    directory would be silently ignored: stop if their contents differ."""
+    used = metarl.config.config_dir().resolve()
+    here = Path("config").resolve()
+    if used == here:
+        return
+    names = sorted(
+        {p.relative_to(d).as_posix() for d in (used, here) for p in d.glob("algos/*.yaml")}
+        | {"budgets.yaml"}
+    )
+    differ = [
+        n for n in names if not ((used / n).is_file() and (here / n).is_file())
+        or (used / n).read_bytes() != (here / n).read_bytes()
+    ]
+    if differ:
+        raise WorkflowError(
+            f"metarl reads its presets from {used}, not from {here}, and they differ "
+            f"({', '.join(differ)}). Install this copy (`pip install -e .`) or run the "
+            f"workflow in {used.parent}."
+        )
+
+
+check_presets_dir()
+
+REGISTERED = set(metarl.registry.algorithms())
+UNREGISTERED = [a for a in ALGORITHMS if a not in REGISTERED]
+if UNREGISTERED:
+    logger.warning(
+        f"Algorithms not registered in metarl (yet): {', '.join(UNREGISTERED)}. A dry run plans "
+        "their jobs; a real run fails at their resolve_config jobs."
+    )
+
+
+# ----------------------------------------------------------------------------- resources
+
+
+def train_resources(benchmark, algo):
+    return {
+        **TRAIN_RESOURCES["default"],
+        **TRAIN_RESOURCES["algorithms"].get(algo, {}),
+        **TRAIN_RESOURCES["benchmarks"].get(benchmark, {}),
+    }
+
+
+def train_resource(name, fallback):
+    def get(wildcards):
+        return train_resources(wildcards.env, wildcards.algo).get(name, fallback)
+
+    return get
+
+
+def eval_resource(name, fallback):
+    return EVAL_RESOURCES.get(name, fallback)
+
+
+# ----------------------------------------------------------------------------- the grid
+
+
+def seeds_of(benchmark):
+    return config["seeds"].get(benchmark, config["seeds"]["default"])
+
+
+def eval_splits_of(benchmark):
+    return config["eval_splits"].get(benchmark, [])
+
+
+def value_name(value):
+    """Ablation value -> the part of a variant name: true/false -> on/off, 0.5 -> 0p5."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return re.sub(r"[^A-Za-z0-9_]", "p", str(value))
+
+
+def yaml_scalar(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def base_settings(benchmark, algo):
+    """`--set` settings of every run of (benchmark, algo): the config's, plus its threads."""
+    return {**config["settings"], "threads": train_resources(benchmark, algo)["threads"]}
+
+
+def resolve(benchmark, algo, seed, variant, overrides):
+    """The full run config metarl will resolve (None for an unregistered algorithm)."""
+    if algo not in REGISTERED:
+        return None
+    try:
+        return metarl.config.resolve(
+            algo, benchmark, int(seed), PRESET, variant, None, {**base_settings(benchmark, algo), **overrides}
+        )
+    except UsageError as exc:
+        raise WorkflowError(f"config: run {benchmark}/{algo}/{variant}/seed{seed}: {exc}") from None
+
+
+def ablation_variants():
+    """Ablation variant name -> {setting: value}, and the table of (setting, value, variant).
+    A value equal to the preset's own is the `default` run (trained once, not twice)."""
+    variants, rows = {}, []
+    if not ABLATIONS.get("factors"):
+        return variants, rows
+    bench, algo = ABLATIONS["benchmark"], ABLATIONS["algorithm"]
+    seed = ablation_seeds()[0]
+    default = resolve(bench, algo, seed, "default", {})
+    for factor in ABLATIONS["factors"]:
+        setting = factor["setting"]
+        for value in factor["values"]:
+            name = f"{setting}-{value_name(value)}"
+            changed = resolve(bench, algo, seed, "default", {setting: value})
+            if default is not None and changed == default:
+                name = "default"
+            else:
+                variants[name] = {setting: value}
+            label = ("on" if value else "off") if isinstance(value, bool) else str(value)
+            rows.append({"setting": setting, "value": yaml_scalar(value), "label": label, "variant": name})
+    return variants, rows
+
+
+def ablation_seeds():
+    return ABLATIONS.get("seeds") or seeds_of(ABLATIONS["benchmark"])
+
+
+VARIANTS, ABLATION_TABLE = ablation_variants()
+
+
+def main_runs(benchmarks=None):
+    """(benchmark, algo, variant, seed) of the main grid, optionally for some benchmarks."""
+    return [
+        (b, a, "default", s)
+        for b in (BENCHMARKS if benchmarks is None else benchmarks)
+        for a in ALGORITHMS
+        for s in seeds_of(b)
+    ]
+
+
+def ablation_runs():
+    if not VARIANTS and not ABLATION_TABLE:
+        return []
+    names = sorted({row["variant"] for row in ABLATION_TABLE})
+    return [(ABLATIONS["benchmark"], ABLATIONS["algorithm"], v, s) for v in names for s in ablation_seeds()]
+
+
+def latent_run():
+    """The run whose memory feeds latent.pdf, or None when the config trains no such run."""
+    algo, bench = LATENT["algorithm"], LATENT["benchmark"]
+    if algo not in ALGORITHMS or bench not in BENCHMARKS:
+        return None
+    seeds = seeds_of(bench)
+    seed = LATENT["seed"] if LATENT["seed"] in seeds else seeds[0]
+    return (bench, algo, "default", seed)
+
+
+def alternatives(values):
+    """A wildcard regex matching exactly these values (never-matching when empty)."""
+    values = sorted({str(v) for v in values})
+    return "|".join(re.escape(v) for v in values) if values else "(?!x)x"
+
+
+def all_eval_splits():
+    splits = {s for b in BENCHMARKS for s in eval_splits_of(b)}
+    if latent_run():
+        splits.add(LATENT["split"])
+    return splits
+
+
+WILDCARDS = {
+    "env": alternatives(BENCHMARKS + ([ABLATIONS["benchmark"]] if ABLATION_TABLE else [])),
+    "algo": alternatives(ALGORITHMS + ([ABLATIONS["algorithm"]] if ABLATION_TABLE else [])),
+    "variant": alternatives(["default", *VARIANTS]),
+    "seed": r"\d+",
+    "split": alternatives(all_eval_splits()),
+}
+
+
+# ----------------------------------------------------------------------------- paths
+
+
+def run_file(run, name):
+    benchmark, algo, variant, seed = run
+    return f"results/runs/{benchmark}/{algo}/{variant}/seed{seed}/{name}"
+
+
+def benchmark_summary(benchmark):
+    return f"results/summary/benchmarks/{benchmark}.parquet"
+
+
+# ----------------------------------------------------------------------------- per-run settings
+
+
+def set_args(wildcards):
+    """`--set KEY=VALUE ...` of one run: the config's settings, threads, the variant's change."""
+    settings = {
+        **base_settings(wildcards.env, wildcards.algo),
+        **VARIANTS.get(wildcards.variant, {}),
+    }
+    return " ".join(f"--set {shlex.quote(f'{k}={yaml_scalar(v)}')}" for k, v in settings.items())
+
+
+@lru_cache(maxsize=None)
+def _resolved(benchmark, algo, variant, seed):
+    settings = resolve(benchmark, algo, seed, variant, VARIANTS.get(variant, {}))
+    return "unresolved: algorithm not registered" if settings is None else settings
+
+
+def resolved_settings(wildcards):
+    """The whole resolved run config, as a param of resolve_config: Snakemake reruns a job
+    whose params changed, so editing a preset reruns exactly the runs whose settings it
+    changes (and touching a file without changing it reruns nothing)."""
+    return _resolved(wildcards.env, wildcards.algo, wildcards.variant, wildcards.seed)
+
+
+def eval_tasks_arg(wildcards):
+    tasks = config["eval_tasks"].get(wildcards.split)
+    return "" if tasks is None else f"--tasks {tasks}"
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def benchmark_eval_files(wildcards):
+    """Every evaluation file of the main-grid runs on one benchmark."""
+    names = ["eval.csv"] + [f"eval_{s}.csv" for s in eval_splits_of(wildcards.env)]
+    return [run_file(run, name) for run in main_runs([wildcards.env]) for name in names]
+
+
+def ablation_eval_files(wildcards):
+    return [run_file(run, "eval.csv") for run in ablation_runs()]
+
+
+def expected_settings(runs):
+    """run directory -> the settings its config.yaml must hold (registered algorithms only)."""
+    out = {}
+    for run in runs:
+        settings = _resolved(*run)
+        if isinstance(settings, dict):
+            out[run_file(run, "")[:-1]] = settings
+    return out
+
+
+def benchmark_expected(wildcards):
+    return expected_settings(main_runs([wildcards.env]))
+
+
+def ablation_expected(wildcards):
+    return expected_settings(ablation_runs())
+
+
+def benchmark_summaries(benchmarks=None):
+    return [benchmark_summary(b) for b in (BENCHMARKS if benchmarks is None else benchmarks)]
+
+
+def ood_benchmarks():
+    return [b for b in BENCHMARKS if set(eval_splits_of(b)) & {"ood", "sweep"}]
+
+
+def latent_files(wildcards):
+    run = latent_run()
+    return [run_file(run, f"memory_{LATENT['split']}.npz")] if run else []
+
+
+def paper_summaries(wildcards):
+    return benchmark_summaries([b for b in PAPER_BENCHMARKS if b in BENCHMARKS])
+
+
+def plot_params():
+    """What every table and figure script needs to know about the config."""
+    return {
+        "algorithms": ALGORITHMS,
+        "benchmarks": BENCHMARKS,
+        "floor": FLOOR,
+        "reference": REFERENCE,
+        "ablations": ABLATION_TABLE,
+        "ablation_benchmark": ABLATIONS.get("benchmark"),
+        "ablation_algorithm": ABLATIONS.get("algorithm"),
+        "latent": dict(LATENT),
+        "aggregate": dict(config["aggregate"]),
+    }
+
+
+TABLES = ["main", "ood", "ablations", "adaptation", "metaworld_vs_paper"]
+FIGURES = ["learning_curves", "adaptation", "ood", "ablations", "aggregate", "latent"]
+
+
+def final_targets():
+    return (
+        [f"results/tables/{t}.{ext}" for t in TABLES for ext in ("csv", "md", "tex")]
+        + [f"results/figures/{f}.pdf" for f in FIGURES]
+        + ["results/summary/runs.parquet", "results/summary/scores.parquet", "results/summary/aggregate.csv"]
+    )

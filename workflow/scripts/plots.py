@@ -1,0 +1,399 @@
+"""The figures of SPEC §7 (vector PDF, sized for a two-column paper), one function each:
+
+    learning_curves  test score against environment steps, per benchmark
+    adaptation       score per episode of the trial (fast adaptation), per benchmark
+    ood              HalfCheetahVel return against target velocity (training range shaded), and
+                     test vs OOD score per benchmark
+    ablations        TrMRL's adapted return per ablated setting
+    aggregate        rliable IQM / mean / median / optimality gap with CIs, and P(improvement)
+    latent           TrMRL's episodic memory (policy-head input), 2-D PCA, coloured by task
+
+Lines are means over seeds with shaded 95 % percentile-bootstrap CIs of the mean (seeded from
+config `aggregate.random_state`); the floor algorithm is a dashed grey line without a band.
+Definitions of the numbers are in metrics.py; names and colours in style.py.
+"""
+
+
+import json
+import math
+import sys
+
+import numpy as np
+import pandas as pd
+
+import metrics
+import style
+
+plt = style.plt
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def load(paths) -> pd.DataFrame:
+    frames = [pd.read_parquet(p) for p in paths if str(p).endswith(".parquet")]
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=metrics.EPISODE_COLUMNS)
+
+
+def mean_ci(values: np.ndarray, rng: np.random.Generator, reps: int = 2000, level: float = 0.95):
+    """Mean and percentile-bootstrap CI of the mean of one sample."""
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
+        return np.nan, np.nan, np.nan
+    if len(values) == 1:
+        return values[0], values[0], values[0]
+    boot = rng.choice(values, size=(reps, len(values)), replace=True).mean(axis=1)
+    alpha = (1 - level) / 2
+    return values.mean(), np.quantile(boot, alpha), np.quantile(boot, 1 - alpha)
+
+
+def band(frame: pd.DataFrame, x: str, y: str, rng, reps: int, level: float) -> pd.DataFrame:
+    """Per x: mean of y over rows (seeds) and its CI."""
+    rows = []
+    for xv, g in frame.groupby(x, sort=True):
+        m, lo, hi = mean_ci(g[y].to_numpy(), rng, reps, level)
+        rows.append({x: xv, "mean": m, "lo": lo, "hi": hi})
+    return pd.DataFrame(rows)
+
+
+def grid(n: int, max_cols: int = 5, panel_h: float = 1.6):
+    cols = min(max(n, 1), max_cols)
+    rows = math.ceil(max(n, 1) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(style.FULL_WIDTH, panel_h * rows + 0.45), squeeze=False)
+    axes = axes.ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def legend(fig, algos: list[str], colours: dict, floor: str, ncol: int | None = None) -> None:
+    handles = []
+    for a in algos:
+        if a == floor:
+            handles.append(plt.Line2D([], [], color=colours[a], ls="--", lw=1.2, label=f"{style.name(a)} (floor)"))
+        else:
+            handles.append(plt.Line2D([], [], color=colours[a], lw=1.8, label=style.name(a)))
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=ncol or len(handles),
+               frameon=False, handlelength=2.2, columnspacing=1.4)
+
+
+def empty(path: str, message: str) -> None:
+    fig, ax = plt.subplots(figsize=(style.COLUMN_WIDTH, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True)
+    style.save(fig, path)
+
+
+def score_label(has_success: bool) -> str:
+    return "Success rate (%)" if has_success else "Adapted return"
+
+
+def steps_axis(ax) -> None:
+    def fmt(v, _):
+        if v == 0:
+            return "0"
+        return f"{v / 1e6:g}M" if abs(v) >= 1e6 else f"{v / 1e3:g}k"
+
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(fmt))
+
+
+def rng_of(info) -> np.random.Generator:
+    return np.random.default_rng(info["aggregate"].get("random_state", 0))
+
+
+def boot_reps(info) -> int:
+    return min(int(info["aggregate"].get("reps", 2000)), 2000)
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def learning_curves(info, inputs, out):
+    episodes = load(inputs)
+    episodes = episodes[(episodes["variant"] == "default") & (episodes["split"] == "test")]
+    if episodes.empty:
+        return empty(out, "No runs in this config.")
+    algos = style.order(info["algorithms"], info["floor"])
+    colours = style.palette(info["algorithms"])
+    curve = metrics.curves(episodes)
+    benches = [b for b in info["benchmarks"] if b in set(curve["benchmark"])]
+    fig, axes = grid(len(benches))
+    rng, reps, level = rng_of(info), boot_reps(info), info["aggregate"].get("confidence", 0.95)
+    for ax, bench in zip(axes, benches):
+        part = curve[curve["benchmark"] == bench]
+        pct = bool(part["has_success"].any())
+        scale = 100.0 if pct else 1.0
+        for algo in algos:
+            a = part[part["algorithm"] == algo]
+            if a.empty:
+                continue
+            if algo == info["floor"]:
+                ax.axhline(a["score"].mean() * scale, color=colours[algo], ls="--", lw=1.2, zorder=1)
+                continue
+            # x: mean env steps of each evaluation over seeds (terminations make seeds differ a little)
+            xs = a.groupby("iteration")["env_steps"].mean()
+            b = band(a, "iteration", "score", rng, reps, level)
+            b["x"] = b["iteration"].map(xs)
+            ax.plot(b["x"], b["mean"] * scale, color=colours[algo], zorder=3)
+            ax.fill_between(b["x"], b["lo"] * scale, b["hi"] * scale, color=colours[algo], alpha=0.2, lw=0, zorder=2)
+        ax.set_title(bench)
+        ax.set_xlabel("Environment steps")
+        steps_axis(ax)
+        ax.set_ylabel(score_label(pct))
+    legend(fig, algos, colours, info["floor"])
+    fig.tight_layout(w_pad=0.6, h_pad=0.8)
+    style.save(fig, out)
+
+
+def adaptation(info, inputs, out):
+    episodes = load(inputs)
+    episodes = episodes[(episodes["variant"] == "default") & (episodes["split"] == "test")]
+    if episodes.empty:
+        return empty(out, "No runs in this config.")
+    algos = style.order(info["algorithms"], info["floor"])
+    colours = style.palette(info["algorithms"])
+    per_ep = metrics.per_episode(episodes)
+    benches = [b for b in info["benchmarks"] if b in set(per_ep["benchmark"])]
+    fig, axes = grid(len(benches))
+    rng, reps, level = rng_of(info), boot_reps(info), info["aggregate"].get("confidence", 0.95)
+    for ax, bench in zip(axes, benches):
+        part = per_ep[per_ep["benchmark"] == bench]
+        pct = bool(part["has_success"].any())
+        value, scale = ("success", 100.0) if pct else ("return", 1.0)
+        n_ep = int(part["episode"].max()) + 1
+        if pct:
+            ax.axvspan(0.5, n_ep - 2.5, color="0.92", lw=0, zorder=0)
+            ax.text(0.02, 0.97, "exploration", transform=ax.transAxes, va="top", fontsize=6, color="0.4")
+        for algo in algos:
+            a = part[part["algorithm"] == algo]
+            if a.empty:
+                continue
+            b = band(a, "episode", value, rng, reps, level)
+            x = b["episode"] + 1
+            if algo == info["floor"]:
+                ax.plot(x, b["mean"] * scale, color=colours[algo], ls="--", lw=1.2, zorder=1)
+                continue
+            ax.plot(x, b["mean"] * scale, color=colours[algo], marker="o", ms=2.5, zorder=3)
+            ax.fill_between(x, b["lo"] * scale, b["hi"] * scale, color=colours[algo], alpha=0.2, lw=0, zorder=2)
+        ax.set_title(bench)
+        ax.set_xlabel("Episode of the trial")
+        ax.set_xticks(range(1, n_ep + 1) if n_ep <= 8 else range(1, n_ep + 1, 2))
+        ax.set_ylabel("Success rate (%)" if pct else "Return")
+    legend(fig, algos, colours, info["floor"])
+    fig.tight_layout(w_pad=0.6, h_pad=0.8)
+    style.save(fig, out)
+
+
+def ood(info, inputs, out):
+    episodes = load(inputs)
+    episodes = episodes[episodes["variant"] == "default"]
+    if episodes.empty:
+        return empty(out, "No benchmark with an OOD split in this config.")
+    algos = style.order(info["algorithms"], info["floor"])
+    colours = style.palette(info["algorithms"])
+    rng, reps, level = rng_of(info), boot_reps(info), info["aggregate"].get("confidence", 0.95)
+    sweep = episodes[(episodes["split"] == "sweep") & episodes["last_episode"] & episodes["final"]]
+    scores = metrics.run_scores(episodes)
+    benches = [b for b in info["benchmarks"] if "ood" in set(scores.loc[scores["benchmark"] == b, "split"])]
+    n_small = len(benches)
+    cols = min(max(n_small, 1), 4)
+    small_rows = math.ceil(n_small / cols) if n_small else 0
+    has_sweep = not sweep.empty
+    heights = ([2.0] if has_sweep else []) + [1.6] * small_rows
+    fig = plt.figure(figsize=(style.FULL_WIDTH, sum(heights) + 0.5 + 0.3 * len(heights)))
+    gs = fig.add_gridspec(len(heights), cols, height_ratios=heights)
+    row = 0
+    if has_sweep:
+        ax = fig.add_subplot(gs[0, :])
+        bench = sweep["benchmark"].iloc[0]
+        ax.axvspan(0.0, 3.0, color="0.92", lw=0, zorder=0)
+        ax.text(1.5, 0.97, "training range  v* ∈ [0, 3]", transform=ax.get_xaxis_transform(), ha="center",
+                va="top", fontsize=7, color="0.35")
+        ax.text(3.5, 0.97, "out of distribution", transform=ax.get_xaxis_transform(), ha="center", va="top",
+                fontsize=7, color="0.35")
+        per_run = sweep.groupby(["algorithm", "seed", "task_value"], as_index=False)["return"].mean()
+        for algo in algos:
+            a = per_run[per_run["algorithm"] == algo]
+            if a.empty:
+                continue
+            b = band(a, "task_value", "return", rng, reps, level)
+            if algo == info["floor"]:
+                ax.plot(b["task_value"], b["mean"], color=colours[algo], ls="--", lw=1.2, zorder=1)
+                continue
+            ax.plot(b["task_value"], b["mean"], color=colours[algo], zorder=3)
+            ax.fill_between(b["task_value"], b["lo"], b["hi"], color=colours[algo], alpha=0.2, lw=0, zorder=2)
+        ax.set_xlim(0, 4)
+        ax.set_xlabel("Target velocity v*")
+        ax.set_ylabel("Adapted return")
+        ax.set_title(f"{bench}: adapted return (last episode) against the target velocity")
+        row = 1
+    for i, bench in enumerate(benches):
+        ax = fig.add_subplot(gs[row + i // cols, i % cols])
+        part = scores[scores["benchmark"] == bench]
+        pct = bool(part["has_success"].any())
+        scale = 100.0 if pct else 1.0
+        drawn = [a for a in algos if a in set(part["algorithm"])]
+        points = [a for a in drawn if a != info["floor"]]
+        width = 0.7 / max(len(points), 1)
+        for k, algo in enumerate(drawn):
+            a = part[part["algorithm"] == algo]
+            for j, split in enumerate(("test", "ood")):
+                m, lo, hi = mean_ci(a.loc[a["split"] == split, "score"].to_numpy(), rng, reps, level)
+                x = j - 0.35 + width * (points.index(algo) + 0.5) if algo in points else j
+                if algo == info["floor"]:
+                    ax.hlines(m * scale, j - 0.45, j + 0.45, color=colours[algo], ls="--", lw=1.2, zorder=1)
+                else:
+                    ax.errorbar(x, m * scale, yerr=[[max(m - lo, 0) * scale], [max(hi - m, 0) * scale]],
+                                fmt="o", ms=3.5, color=colours[algo], capsize=2, lw=1.1, zorder=3)
+        ax.set_xticks([0, 1], ["Test", "OOD"])
+        ax.set_xlim(-0.5, 1.5)
+        ax.set_title(bench)
+        ax.set_ylabel(score_label(pct))
+    legend(fig, algos, colours, info["floor"])
+    fig.tight_layout(h_pad=1.0)
+    style.save(fig, out)
+
+
+def ablations(info, inputs, out):
+    episodes = load(inputs)
+    table = info["ablations"]
+    if episodes.empty or not table:
+        return empty(out, "No ablations in this config.")
+    algo = info["ablation_algorithm"]
+    colour = style.palette([algo] + info["algorithms"])[algo]
+    scores = metrics.run_scores(episodes)
+    scores = scores[scores["split"] == "test"]
+    settings = list(dict.fromkeys(e["setting"] for e in table))
+    fig, axes = grid(len(settings), max_cols=5, panel_h=1.7)
+    rng, reps, level = rng_of(info), boot_reps(info), info["aggregate"].get("confidence", 0.95)
+    for ax, setting in zip(axes, settings):
+        entries = [e for e in table if e["setting"] == setting]
+        for x, e in enumerate(entries):
+            values = scores.loc[scores["variant"] == e["variant"], "adapted_return"].to_numpy()
+            m, lo, hi = mean_ci(values, rng, reps, level)
+            default = e["variant"] == "default"
+            ax.errorbar(x, m, yerr=[[max(m - lo, 0)], [max(hi - m, 0)]], fmt="o" if default else "s",
+                        ms=4.5, capsize=2.5, color=colour, mfc=colour if default else "white", mew=1.2, lw=1.1)
+            if len(values) > 1:  # individual seeds, faint
+                ax.scatter(np.full(len(values), x) + 0.18, values, s=5, color=colour, alpha=0.35, lw=0)
+        ax.set_xticks(range(len(entries)), [e["label"] for e in entries])
+        ax.set_xlim(-0.6, len(entries) - 0.4)
+        ax.set_title(setting)
+    axes[0].set_ylabel(f"Adapted return\n({style.name(algo)}, {info['ablation_benchmark']})")
+    handles = [plt.Line2D([], [], color=colour, marker="o", ls="", label="preset value (main run)"),
+               plt.Line2D([], [], color=colour, marker="s", mfc="white", ls="", label="ablated value"),
+               plt.Line2D([], [], color=colour, marker="o", ms=3, alpha=0.35, ls="", label="single seeds")]
+    fig.tight_layout(w_pad=0.6)
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
+    style.save(fig, out)
+
+
+def aggregate(info, inputs, out):
+    episodes = load(inputs)
+    episodes = episodes[(episodes["variant"] == "default") & (episodes["split"] == "test")]
+    if episodes.empty:
+        return empty(out, "No runs in this config.")
+    bootstrap = metrics.Bootstrap.from_config(info["aggregate"])
+    scores = metrics.run_scores(episodes)
+    scores = scores[scores["algorithm"].isin(info["algorithms"])].copy()
+    scores["normalised"] = metrics.normalise(scores, info["floor"])
+    families = metrics.family_matrices(scores, info["algorithms"])
+    if not families:
+        return empty(out, "Not enough runs for aggregate statistics.")
+    colours = style.palette(info["algorithms"])
+    n_metrics = len(metrics.AGGREGATES)
+    fig, axes = plt.subplots(len(families), n_metrics + 1, squeeze=False,
+                             gridspec_kw={"width_ratios": [1] * n_metrics + [1.25]},
+                             figsize=(style.FULL_WIDTH, (0.9 + 0.3 * len(info["algorithms"])) * len(families)))
+    for row, (family, (matrices, benches, seeds)) in enumerate(families.items()):
+        algos = [a for a in style.order(info["algorithms"], info["floor"]) if a in matrices][::-1]
+        agg = metrics.aggregate_intervals({a: matrices[a] for a in algos}, bootstrap)
+        for col, metric in enumerate(metrics.AGGREGATES):
+            ax = axes[row, col]
+            sub = agg[agg["metric"] == metric].set_index("algorithm")
+            for y, algo in enumerate(algos):
+                r = sub.loc[algo]
+                ax.barh(y, r["ci_high"] - r["ci_low"], left=r["ci_low"], height=0.6, color=colours[algo], alpha=0.75)
+                ax.vlines(r["value"], y - 0.3, y + 0.3, color="black", lw=1.2)
+            ax.set_yticks(range(len(algos)), [style.name(a) for a in algos] if col == 0 else [""] * len(algos))
+            ax.set_title(metric + ("\n(lower is better)" if metric == "Optimality gap" else ""), fontsize=7)
+            ax.grid(axis="y", visible=False)
+            ax.tick_params(axis="x", labelsize=6)
+        axes[row, 0].set_ylabel(("Normalised return" if family == "returns" else "Success rate") +
+                                f"\n{len(benches)} bench. × {len(seeds)} seeds", fontsize=7)
+        ax = axes[row, n_metrics]
+        poi = metrics.improvement_probabilities(matrices, info["reference"], bootstrap)
+        others = [a for a in algos if a != info["reference"] and a in set(poi["algorithm"])]
+        poi = poi.set_index("algorithm")
+        for y, algo in enumerate(others):
+            r = poi.loc[algo]
+            ax.barh(y, r["ci_high"] - r["ci_low"], left=r["ci_low"], height=0.6, color=colours[algo], alpha=0.75)
+            ax.vlines(r["probability"], y - 0.3, y + 0.3, color="black", lw=1.2)
+        ax.axvline(0.5, color="0.4", ls=":", lw=1)
+        ax.set_xlim(0, 1)
+        ax.set_yticks(range(len(others)), [f"vs {style.name(a)}" for a in others])
+        ax.yaxis.tick_right()
+        ax.set_title(f"P({style.name(info['reference'])} > X)\n(prob. of improvement)", fontsize=7)
+        ax.grid(axis="y", visible=False)
+        ax.tick_params(axis="x", labelsize=6)
+    fig.tight_layout(w_pad=0.8, h_pad=1.2)
+    style.save(fig, out)
+
+
+def latent(info, inputs, out):
+    files = [p for p in inputs if str(p).endswith(".npz")]
+    lat = info["latent"]
+    if not files:
+        return empty(out, f"No {style.name(lat['algorithm'])} run on {lat['benchmark']} in this config.")
+    data = np.load(files[0], allow_pickle=False)
+    memory, task, episode = data["memory"], data["task"], data["episode"]
+    params = json.loads(str(data["task_params"]))
+    values = np.array([next(iter(p.values())) if len(p) == 1 else i for i, p in enumerate(params)], dtype=float)
+    key = next(iter(params[0])) if params and len(params[0]) == 1 else "task"
+    centred = memory - memory.mean(axis=0)
+    _, sing, vt = np.linalg.svd(centred[:: max(1, len(centred) // 20000)], full_matrices=False)
+    proj = centred @ vt[:2].T
+    explained = (sing[:2] ** 2) / (sing ** 2).sum()
+    episodes = [0, int(episode.max())]
+    fig, axes = plt.subplots(1, 2, figsize=(style.FULL_WIDTH, 2.6), sharex=True, sharey=True)
+    rng = np.random.default_rng(0)
+    vmin, vmax = float(values.min()), float(values.max())
+    for ax, ep in zip(axes, episodes):
+        idx = np.flatnonzero(episode == ep)
+        idx = rng.permutation(idx)[:6000]  # keep the PDF small; order shuffled so no task hides another
+        sc = ax.scatter(proj[idx, 0], proj[idx, 1], c=values[task[idx]], cmap="viridis", vmin=vmin, vmax=vmax,
+                        s=2, lw=0, alpha=0.7, rasterized=True)
+        ax.set_title(f"Episode {ep + 1} of the trial")
+        ax.set_xlabel(f"PC 1 ({100 * explained[0]:.0f}% of variance)")
+    axes[0].set_ylabel(f"PC 2 ({100 * explained[1]:.0f}%)")
+    bar = fig.colorbar(sc, ax=axes, fraction=0.04, pad=0.02)
+    bar.set_label("target velocity v*" if key == "velocity" else key)
+    if key == "velocity" and vmax > 3.0:  # the upper end of the training range
+        bar.ax.axhline(3.0, color="white", lw=1.5)
+    seed = files[0].split("seed")[-1].split("/")[0]
+    fig.suptitle(f"{style.name(lat['algorithm'])} episodic memory on {lat['benchmark']} ({data['split']} split, "
+                 f"seed {seed}, every step): first two principal components", fontsize=8, fontweight="bold",
+                 y=1.04)
+    style.save(fig, out)
+
+
+FIGURES = {
+    "learning_curves": learning_curves,
+    "adaptation": adaptation,
+    "ood": ood,
+    "ablations": ablations,
+    "aggregate": aggregate,
+    "latent": latent,
+}
+
+
+def main(snakemake) -> None:
+    sys.stderr = open(snakemake.log[0], "w")
+    style.setup()
+    FIGURES[snakemake.params.figure](snakemake.params.info, list(snakemake.input), snakemake.output[0])
+
+
+if __name__ == "__main__":
+    main(snakemake)  # noqa: F821 - provided by Snakemake's script directive
