@@ -26,7 +26,6 @@ resumed run continues the same streams. Evaluation trials carry their own seed
 from __future__ import annotations
 
 import abc
-import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -161,7 +160,3 @@ class RandomAgent(Agent):
 
     def load_state_dict(self, state):
         self._train_rng.bit_generator.state = state["rng"]
-
-
-def config_fields(cls: type[AgentConfig]) -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(cls)}

@@ -167,18 +167,12 @@ def _dispatch(args) -> int:
         ckpt_dir = args.ckpt_dir or ckpt_dir_for(run_dir)
         return train(resolved, run_dir, ckpt_dir, restart=args.restart, quiet=args.quiet)
     if args.command == "evaluate":
-        from metarl.envs import get_benchmark
-        from metarl.evaluation import summarize
         from metarl.training import evaluate_run
 
         memory_out = args.export_memory
         if memory_out is True:
             memory_out = args.run / f"memory_{args.split}.npz"
-        rows = evaluate_run(args.run, args.split, args.out, args.tasks, args.device, args.threads, memory_out)
-        import yaml
-
-        bench = get_benchmark(yaml.safe_load((args.run / "config.yaml").read_text())["env"])
-        s = summarize(rows, bench)
+        _, s = evaluate_run(args.run, args.split, args.out, args.tasks, args.device, args.threads, memory_out)
         print(f"{args.run} [{args.split}]: first-episode return {s['first_return']:.3f}, adapted return "
               f"{s['adapted_return']:.3f}" + (f", success {s['success_rate']:.2f}" if "success_rate" in s else ""))
         return 0

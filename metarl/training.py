@@ -197,6 +197,7 @@ def _train(setup: Setup, run_dir: Path, ckpt_path: Path, model_path: Path, confi
     train_env = bench.make_env(meta_batch)
     train_spec = TrialSpec(bench.train_episodes, 0, True, 0)
     last_return = None
+    final_test: dict[str, float] = {}  # summary of the latest evaluation: at the end, the final model's
     progress.begin(env_steps)
     try:
         while env_steps < run.total_env_steps:
@@ -229,7 +230,7 @@ def _train(setup: Setup, run_dir: Path, ckpt_path: Path, model_path: Path, confi
             if finished or (run.eval_every and iteration % run.eval_every == 0):
                 rows = evaluator.evaluate(agent, "test", iteration, env_steps)
                 eval_log.append_many(rows)
-                s = summarize(rows, bench)
+                s = final_test = summarize(rows, bench)
                 progress.message(
                     f"{label}: iter {iteration}  steps {env_steps:,}  test return first "
                     f"{s['first_return']:.3f} adapted {s['adapted_return']:.3f}"
@@ -269,14 +270,13 @@ def _train(setup: Setup, run_dir: Path, ckpt_path: Path, model_path: Path, confi
         train_env.close()
         evaluator.close()
 
-    final_rows = [r for r in _parse_eval(eval_log.content) if r["iteration"] == iteration]
     write_json(run_dir / "metadata.json", metadata(setup.device, run.threads, {
         "run": {k: setup.config[k] for k in cfg.IDENTITY_KEYS},
         "benchmark": {"id": bench.id, "split_seed": bench.split_seed, **bench.facts},
         "iterations": iteration,
         "env_steps": env_steps,
         "attempts": attempts,
-        "final_test": summarize(final_rows, bench) if final_rows else None,
+        "final_test": final_test,
     }))
     # model.pt last: its presence marks a finished run
     atomic_torch_save(model_path, {
@@ -289,24 +289,6 @@ def _train(setup: Setup, run_dir: Path, ckpt_path: Path, model_path: Path, confi
     ckpt_path.unlink(missing_ok=True)
     progress.message(f"{label}: done: {env_steps:,} env steps, {iteration} iterations -> {run_dir}")
     return EXIT_OK
-
-
-def _parse_eval(content: str) -> list[dict[str, Any]]:
-    lines = content.splitlines()
-    if not lines:
-        return []
-    cols = lines[0].split(",")
-    out = []
-    for line in lines[1:]:
-        vals = dict(zip(cols, line.split(",")))
-        out.append({
-            "iteration": int(vals["iteration"]),
-            "split": vals["split"],
-            "episode": int(vals["episode"]),
-            "return": float(vals["return"]),
-            "success": float(vals["success"]) if vals["success"] else None,
-        })
-    return out
 
 
 # ----------------------------------------------------------------------------- saved runs
@@ -348,7 +330,7 @@ def load_run(run_dir: Path, device: str | None = None, threads: int | None = Non
 
 def evaluate_run(run_dir: Path, split: str, out: Path | None = None, eval_tasks: int | None = None,
                  device: str | None = None, threads: int | None = None,
-                 memory_out: Path | None = None) -> list[dict[str, Any]]:
+                 memory_out: Path | None = None) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Evaluate a finished run's final model on `split`; rows replace that split's rows at that
     iteration in `out` (default: the run's eval.csv), written atomically. With `memory_out`, the
     agent's episodic memory at every step goes there (.npz) with the tasks' parameters."""
@@ -389,4 +371,4 @@ def evaluate_run(run_dir: Path, split: str, out: Path | None = None, eval_tasks:
     text_rows = keep or (",".join(EVAL_COLUMNS) + "\n")
     text_rows += "".join(",".join(format_value(r[c]) for c in EVAL_COLUMNS) + "\n" for r in rows)
     atomic_write_text(out, text_rows)
-    return rows
+    return rows, summarize(rows, setup.benchmark)

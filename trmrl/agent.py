@@ -84,8 +84,7 @@ class TrMRLAgent(Agent):
             policy_head_input=c.policy_head_input, output_gain=c.output_gain, init_std=c.init_std,
         )
         self.policy = TrMRLPolicy(self.settings).to(device)
-        head_dim = {"latest": 1, "mixed": 2, "full": c.window}[c.policy_head_input] * c.d_model
-        vf_input = head_dim if c.share_network else env.token_dim
+        vf_input = self.policy.head_in_dim if c.share_network else env.token_dim
         self.value = GaussianValueMLP(vf_input).to(device)
         self.policy_opt = torch.optim.AdamW(self.policy.parameters(), lr=c.policy_lr, weight_decay=c.weight_decay)
         vf_params = list(self.value.parameters()) + (list(self.policy.parameters()) if c.share_network else [])
@@ -156,11 +155,13 @@ class TrMRLAgent(Agent):
         validf = valid.float()
         m = len(actions)
 
-        with torch.no_grad():
-            values_flat = torch.cat([self.value(self._value_input(windows[i], lengths[i], tokens[i]))
-                                     for i in torch.arange(m, device=dev).split(4096)])
-            logp_old = torch.cat([self.policy.log_prob(windows[i], lengths[i], actions[i])
-                                  for i in torch.arange(m, device=dev).split(4096)])
+        def over_batch(fn) -> torch.Tensor:
+            """fn(indices) on the whole batch, in chunks that bound memory, without gradients."""
+            with torch.no_grad():
+                return torch.cat([fn(i) for i in torch.arange(m, device=dev).split(4096)])
+
+        values_flat = over_batch(lambda i: self.value(self._value_input(windows[i], lengths[i], tokens[i])))
+        logp_old = over_batch(lambda i: self.policy.log_prob(windows[i], lengths[i], actions[i]))
         values = torch.zeros_like(rewards).reshape(-1)
         values[flat] = values_flat
         values = values.reshape(rewards.shape)
@@ -187,11 +188,10 @@ class TrMRLAgent(Agent):
             self.value_sched.step()
             value_losses.append(loss.detach())
 
+        logp_new = over_batch(lambda i: self.policy.log_prob(windows[i], lengths[i], actions[i]))
         with torch.no_grad():
-            logp_new = torch.cat([self.policy.log_prob(windows[i], lengths[i], actions[i])
-                                  for i in torch.arange(m, device=dev).split(4096)])
             kl = (logp_old - logp_new).mean()
-            entropy = gaussian_entropy(self.policy(windows[:1], lengths[:1])[1])
+            entropy = gaussian_entropy(self.policy.clamped_log_std())
         return {
             "policy_loss": float(torch.stack(policy_losses).mean()),
             "value_loss": float(torch.stack(value_losses).mean()),
