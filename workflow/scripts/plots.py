@@ -17,6 +17,7 @@ Definitions of the numbers are in metrics.py; names and colours in style.py.
 import json
 import math
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -36,7 +37,29 @@ def load(paths) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=metrics.EPISODE_COLUMNS)
 
 
-def mean_ci(values: np.ndarray, rng: np.random.Generator, reps: int = 2000, level: float = 0.95):
+@dataclass
+class MeanCI:
+    """Percentile bootstrap of the mean over seeds, for curves and points in the figures (the
+    tables use rliable's IQM); seeded from the config's bootstrap settings, with at most 2000
+    replications so figures stay quick."""
+
+    rng: np.random.Generator
+    reps: int
+    level: float
+
+    @classmethod
+    def of(cls, info) -> "MeanCI":
+        b = metrics.Bootstrap.from_config(info["aggregate"])
+        return cls(np.random.default_rng(b.random_state), min(b.reps, 2000), b.confidence)
+
+
+def main_test_episodes(paths) -> pd.DataFrame:
+    """Test-split episodes of the main (`default`-variant) runs."""
+    episodes = load(paths)
+    return episodes[(episodes["variant"] == "default") & (episodes["split"] == "test")]
+
+
+def mean_ci(values: np.ndarray, ci: MeanCI):
     """Mean and percentile-bootstrap CI of the mean of one sample."""
     values = np.asarray(values, dtype=float)
     values = values[~np.isnan(values)]
@@ -44,16 +67,16 @@ def mean_ci(values: np.ndarray, rng: np.random.Generator, reps: int = 2000, leve
         return np.nan, np.nan, np.nan
     if len(values) == 1:
         return values[0], values[0], values[0]
-    boot = rng.choice(values, size=(reps, len(values)), replace=True).mean(axis=1)
-    alpha = (1 - level) / 2
+    boot = ci.rng.choice(values, size=(ci.reps, len(values)), replace=True).mean(axis=1)
+    alpha = (1 - ci.level) / 2
     return values.mean(), np.quantile(boot, alpha), np.quantile(boot, 1 - alpha)
 
 
-def band(frame: pd.DataFrame, x: str, y: str, rng, reps: int, level: float) -> pd.DataFrame:
+def band(frame: pd.DataFrame, x: str, y: str, ci: MeanCI) -> pd.DataFrame:
     """Per x: mean of y over rows (seeds) and its CI."""
     rows = []
     for xv, g in frame.groupby(x, sort=True):
-        m, lo, hi = mean_ci(g[y].to_numpy(), rng, reps, level)
+        m, lo, hi = mean_ci(g[y].to_numpy(), ci)
         rows.append({x: xv, "mean": m, "lo": lo, "hi": hi})
     return pd.DataFrame(rows)
 
@@ -99,20 +122,11 @@ def steps_axis(ax) -> None:
     ax.xaxis.set_major_formatter(plt.FuncFormatter(fmt))
 
 
-def rng_of(info) -> np.random.Generator:
-    return np.random.default_rng(info["aggregate"].get("random_state", 0))
-
-
-def boot_reps(info) -> int:
-    return min(int(info["aggregate"].get("reps", 2000)), 2000)
-
-
 # ----------------------------------------------------------------------------- figures
 
 
 def learning_curves(info, inputs, out):
-    episodes = load(inputs)
-    episodes = episodes[(episodes["variant"] == "default") & (episodes["split"] == "test")]
+    episodes = main_test_episodes(inputs)
     if episodes.empty:
         return empty(out, "No runs in this config.")
     algos = style.order(info["algorithms"], info["floor"])
@@ -120,7 +134,7 @@ def learning_curves(info, inputs, out):
     curve = metrics.curves(episodes)
     benches = [b for b in info["benchmarks"] if b in set(curve["benchmark"])]
     fig, axes = grid(len(benches))
-    rng, reps, level = rng_of(info), boot_reps(info), info["aggregate"].get("confidence", 0.95)
+    ci = MeanCI.of(info)
     for ax, bench in zip(axes, benches):
         part = curve[curve["benchmark"] == bench]
         pct = bool(part["has_success"].any())
@@ -134,7 +148,7 @@ def learning_curves(info, inputs, out):
                 continue
             # x: mean env steps of each evaluation over seeds (terminations make seeds differ a little)
             xs = a.groupby("iteration")["env_steps"].mean()
-            b = band(a, "iteration", "score", rng, reps, level)
+            b = band(a, "iteration", "score", ci)
             b["x"] = b["iteration"].map(xs)
             ax.plot(b["x"], b["mean"] * scale, color=colours[algo], zorder=3)
             ax.fill_between(b["x"], b["lo"] * scale, b["hi"] * scale, color=colours[algo], alpha=0.2, lw=0, zorder=2)
@@ -148,8 +162,7 @@ def learning_curves(info, inputs, out):
 
 
 def adaptation(info, inputs, out):
-    episodes = load(inputs)
-    episodes = episodes[(episodes["variant"] == "default") & (episodes["split"] == "test")]
+    episodes = main_test_episodes(inputs)
     if episodes.empty:
         return empty(out, "No runs in this config.")
     algos = style.order(info["algorithms"], info["floor"])
@@ -157,7 +170,7 @@ def adaptation(info, inputs, out):
     per_ep = metrics.per_episode(episodes)
     benches = [b for b in info["benchmarks"] if b in set(per_ep["benchmark"])]
     fig, axes = grid(len(benches))
-    rng, reps, level = rng_of(info), boot_reps(info), info["aggregate"].get("confidence", 0.95)
+    ci = MeanCI.of(info)
     for ax, bench in zip(axes, benches):
         part = per_ep[per_ep["benchmark"] == bench]
         pct = bool(part["has_success"].any())
@@ -170,7 +183,7 @@ def adaptation(info, inputs, out):
             a = part[part["algorithm"] == algo]
             if a.empty:
                 continue
-            b = band(a, "episode", value, rng, reps, level)
+            b = band(a, "episode", value, ci)
             x = b["episode"] + 1
             if algo == info["floor"]:
                 ax.plot(x, b["mean"] * scale, color=colours[algo], ls="--", lw=1.2, zorder=1)
@@ -193,7 +206,7 @@ def ood(info, inputs, out):
         return empty(out, "No benchmark with an OOD split in this config.")
     algos = style.order(info["algorithms"], info["floor"])
     colours = style.palette(info["algorithms"])
-    rng, reps, level = rng_of(info), boot_reps(info), info["aggregate"].get("confidence", 0.95)
+    ci = MeanCI.of(info)
     sweep = episodes[(episodes["split"] == "sweep") & episodes["last_episode"] & episodes["final"]]
     scores = metrics.run_scores(episodes)
     benches = [b for b in info["benchmarks"] if "ood" in set(scores.loc[scores["benchmark"] == b, "split"])]
@@ -218,7 +231,7 @@ def ood(info, inputs, out):
             a = per_run[per_run["algorithm"] == algo]
             if a.empty:
                 continue
-            b = band(a, "task_value", "return", rng, reps, level)
+            b = band(a, "task_value", "return", ci)
             if algo == info["floor"]:
                 ax.plot(b["task_value"], b["mean"], color=colours[algo], ls="--", lw=1.2, zorder=1)
                 continue
@@ -240,7 +253,7 @@ def ood(info, inputs, out):
         for k, algo in enumerate(drawn):
             a = part[part["algorithm"] == algo]
             for j, split in enumerate(("test", "ood")):
-                m, lo, hi = mean_ci(a.loc[a["split"] == split, "score"].to_numpy(), rng, reps, level)
+                m, lo, hi = mean_ci(a.loc[a["split"] == split, "score"].to_numpy(), ci)
                 x = j - 0.35 + width * (points.index(algo) + 0.5) if algo in points else j
                 if algo == info["floor"]:
                     ax.hlines(m * scale, j - 0.45, j + 0.45, color=colours[algo], ls="--", lw=1.2, zorder=1)
@@ -267,12 +280,12 @@ def ablations(info, inputs, out):
     scores = scores[scores["split"] == "test"]
     settings = list(dict.fromkeys(e["setting"] for e in table))
     fig, axes = grid(len(settings), max_cols=5, panel_h=1.7)
-    rng, reps, level = rng_of(info), boot_reps(info), info["aggregate"].get("confidence", 0.95)
+    ci = MeanCI.of(info)
     for ax, setting in zip(axes, settings):
         entries = [e for e in table if e["setting"] == setting]
         for x, e in enumerate(entries):
             values = scores.loc[scores["variant"] == e["variant"], "adapted_return"].to_numpy()
-            m, lo, hi = mean_ci(values, rng, reps, level)
+            m, lo, hi = mean_ci(values, ci)
             default = e["variant"] == "default"
             ax.errorbar(x, m, yerr=[[max(m - lo, 0)], [max(hi - m, 0)]], fmt="o" if default else "s",
                         ms=4.5, capsize=2.5, color=colour, mfc=colour if default else "white", mew=1.2, lw=1.1)
@@ -291,8 +304,7 @@ def ablations(info, inputs, out):
 
 
 def aggregate(info, inputs, out):
-    episodes = load(inputs)
-    episodes = episodes[(episodes["variant"] == "default") & (episodes["split"] == "test")]
+    episodes = main_test_episodes(inputs)
     if episodes.empty:
         return empty(out, "No runs in this config.")
     bootstrap = metrics.Bootstrap.from_config(info["aggregate"])
