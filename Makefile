@@ -32,7 +32,7 @@ smoke: venv
 	$(BIN)/snakemake --cores 2 all --configfile config/smoke.yaml
 
 test: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist worksteal
 
 test-slow: venv
 	$(BIN)/python -m pytest -q -m slow
