@@ -9,7 +9,7 @@ Everything works on padded trial tensors of shape (N trials, L steps) with a `va
   algorithm cut at episode boundaries instead);
 - value targets: plain discounted Monte-Carlo returns over the trial (`discounted_returns`);
 - the clipped surrogate without advantage normalisation or entropy (`ppo_clip_loss`);
-- shuffled minibatches that keep the last partial one (`minibatches`);
+- shuffled minibatches that keep the last partial one, or drop it (`minibatches`);
 - garage's step-wise exponential learning-rate decay (`exponential_decay`);
 - a diagonal Gaussian with a state-independent log-std (`gaussian_log_prob`) and a Gaussian
   MLP value function trained by negative log-likelihood (`GaussianValueMLP`).
@@ -71,12 +71,14 @@ def ppo_clip_loss(logp: Tensor, logp_old: Tensor, advantages: Tensor, clip: floa
     return -surrogate.mean()
 
 
-def minibatches(n: int, size: int, epochs: int, generator: torch.Generator) -> Iterator[Tensor]:
+def minibatches(n: int, size: int, epochs: int, generator: torch.Generator,
+                drop_last: bool = False) -> Iterator[Tensor]:
     """`epochs` passes over range(n), reshuffled each pass, in minibatches of `size` (the last,
-    partial one kept, as garage's optimizer wrapper does)."""
+    partial one kept, as garage's optimizer wrapper does; `drop_last` drops it, as PyTorch's
+    BatchSampler in ikostrikov-style PPO, e.g. VariBAD, does)."""
     for _ in range(epochs):
         order = torch.randperm(n, generator=generator)
-        for start in range(0, n, size):
+        for start in range(0, n - size + 1 if drop_last else n, size):
             yield order[start : start + size]
 
 

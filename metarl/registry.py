@@ -21,6 +21,7 @@ BUILTIN_ALGORITHMS: dict[str, str] = {
     "random": "metarl.agent:RandomAgent",
     "trmrl": "trmrl.agent:TrMRLAgent",
     "rl2": "baselines.rl2:RL2Agent",
+    "varibad": "baselines.varibad:VariBADAgent",
 }
 
 

@@ -1,0 +1,196 @@
+"""VariBAD: the ELBO terms against hand computations, the detached belief (no RL gradient into
+the encoder), the belief carried across the episodes of a trial and reset at its start, and an
+exact state_dict round trip including the VAE's trial buffer."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+
+from baselines.varibad import TrialBuffer
+from metarl import config as cfg
+from metarl.agent import TrialSpec
+from metarl.sampling import run_trials
+from metarl.seeding import env_rngs, task_rng
+from metarl.training import build_agent, prepare
+
+
+def _agent(seed: int = 1, **overrides):
+    setup = prepare(cfg.resolve("varibad", "PointNav", seed, "smoke", overrides={"device": "cpu", **overrides}))
+    return setup, build_agent(setup)
+
+
+def _trials(setup, agent, iteration: int = 1):
+    bench, n = setup.benchmark, setup.agent_config.meta_batch_size
+    env = bench.make_env(n)
+    try:
+        tasks = bench.sample_train_tasks(task_rng(1, iteration), n)
+        return run_trials(env, agent, tasks, TrialSpec(bench.train_episodes, 0, True, 0), bench.episode_length,
+                          env_rngs(1, iteration, n), bench.obs_dim, bench.act_dim)
+    finally:
+        env.close()
+
+
+def _tiny_batch(obs_dim=2, act_dim=2, lengths=(4, 3), steps=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    b = len(lengths)
+    prev_obs = torch.randn(b, steps, obs_dim, generator=g)
+    actions = torch.randn(b, steps, act_dim, generator=g)
+    rewards = torch.randn(b, steps, generator=g)
+    next_obs = torch.randn(b, steps, obs_dim, generator=g)
+    for i, n in enumerate(lengths):  # zero padding, as in the buffer
+        for x in (prev_obs, actions, rewards, next_obs):
+            x[i, n:] = 0.0
+    return prev_obs, actions, rewards, next_obs, np.array(lengths)
+
+
+def test_elbo_terms_closed_form_with_constant_networks():
+    """Constant decoder (prediction = c) and constant belief heads (every q_t = N(m, e^v)):
+    reconstruction = Σ_trials (len+1) Σ_j (c − r_j)² / B, KL = KL(N(m, e^v) || N(0, I)) (later
+    q_t equal their predecessor)."""
+    _, agent = _agent(vae_subsample_elbos=0, vae_subsample_decodes=0, tbptt_steps=0)
+    with torch.no_grad():
+        for p in agent.reward_decoder.parameters():
+            p.zero_()
+        agent.reward_decoder.net[-1].bias.fill_(0.3)
+        for head, value in ((agent.encoder.mu, [0.5, -1.0]), (agent.encoder.logvar, [0.2, -0.4])):
+            head.weight.zero_()
+            head.bias.copy_(torch.tensor(value))
+    prev_obs, actions, rewards, next_obs, lengths = _tiny_batch()
+    rew, state, kl = agent.elbo_terms(prev_obs, actions, rewards, next_obs, lengths, torch.Generator().manual_seed(0))
+    r = rewards.double().numpy()
+    expected_rew = np.mean([(n + 1) * ((0.3 - r[i, :n]) ** 2).sum() for i, n in enumerate(lengths)])
+    m, v = np.array([0.5, -1.0]), np.array([0.2, -0.4])
+    expected_kl = 0.5 * (-v - 1 + np.exp(v) + m**2).sum()
+    np.testing.assert_allclose(float(rew.detach()), expected_rew, rtol=1e-5)
+    np.testing.assert_allclose(float(kl.detach()), expected_kl, rtol=1e-5)
+    assert float(state) == 0.0
+
+
+def test_elbo_terms_match_a_step_by_step_computation():
+    """Random networks: every q_t from stepping the GRU by hand, the same reparameterisation
+    noise, every q_t decoding the whole trial, KL to the previous posterior in closed form."""
+    _, agent = _agent(vae_subsample_elbos=0, vae_subsample_decodes=0, tbptt_steps=2, decode_state=True)
+    prev_obs, actions, rewards, next_obs, lengths = _tiny_batch()
+    rew, state, kl = agent.elbo_terms(prev_obs, actions, rewards, next_obs, lengths, torch.Generator().manual_seed(5))
+    enc, dec, sdec = agent.encoder, agent.reward_decoder, agent.state_decoder
+    b, steps = rewards.shape
+    noise = torch.randn(b, steps + 1, agent.config.latent_dim, generator=torch.Generator().manual_seed(5))
+    exp_rew = exp_state = exp_kl = 0.0
+    with torch.no_grad():
+        for i, n in enumerate(lengths):
+            h = torch.zeros(1, 1, agent.config.encoder_hidden)
+            beliefs = [enc.heads(h[0, 0])]
+            for t in range(steps):
+                h = enc.step(actions[i, t : t + 1], next_obs[i, t : t + 1], rewards[i, t : t + 1], h)
+                beliefs.append(enc.heads(h[0, 0]))
+            prior = (torch.zeros(agent.config.latent_dim), torch.zeros(agent.config.latent_dim))
+            for t in range(n + 1):
+                mean, logvar = beliefs[t]
+                z = mean + (0.5 * logvar).exp() * noise[i, t]
+                for j in range(n):
+                    pred = dec(z, prev_obs[i, j], actions[i, j], next_obs[i, j])
+                    exp_rew += float((pred - rewards[i, j]) ** 2) / b
+                    exp_state += float((sdec(z, prev_obs[i, j], actions[i, j]) - next_obs[i, j]).pow(2).mean()) / b
+                q = torch.distributions.Normal(mean, (0.5 * logvar).exp())
+                p = torch.distributions.Normal(prior[0], (0.5 * prior[1]).exp())
+                exp_kl += float(torch.distributions.kl_divergence(q, p).sum()) / b
+                prior = (mean, logvar)
+    np.testing.assert_allclose(float(rew.detach()), exp_rew, rtol=1e-4)
+    np.testing.assert_allclose(float(state.detach()), exp_state, rtol=1e-4)
+    np.testing.assert_allclose(float(kl.detach()), exp_kl, rtol=1e-4)
+
+
+def test_subsampled_elbo_counts_terms():
+    """Subsampling: S ELBO terms x D decodes per trial; with a constant decoder and constant
+    targets the reconstruction is exactly S·D·(c − r)²."""
+    _, agent = _agent(vae_subsample_elbos=7, vae_subsample_decodes=3)
+    with torch.no_grad():
+        for p in agent.reward_decoder.parameters():
+            p.zero_()
+    prev_obs, actions, _, next_obs, lengths = _tiny_batch()
+    rewards = torch.full((2, 4), 2.0)
+    rew, _, _ = agent.elbo_terms(prev_obs, actions, rewards, next_obs, lengths, torch.Generator().manual_seed(0))
+    assert float(rew.detach()) == 7 * 3 * 4.0
+
+
+def test_policy_gradient_does_not_reach_the_encoder():
+    setup, agent = _agent()
+    obs = torch.randn(3, setup.benchmark.obs_dim)
+    agent._h = torch.randn(1, 3, agent.config.encoder_hidden)
+    mean, value = agent._policy(obs, agent.belief())  # the belief as a differentiable function of the encoder
+    (mean.sum() + value.sum()).backward()
+    assert all(p.grad is None for p in agent.encoder.parameters())
+    assert all(p.grad is not None for p in agent.policy.actor.parameters())
+    # a whole update without VAE steps leaves the encoder as it was and changes the policy
+    setup, agent = _agent(vae_updates=0)
+    batch = _trials(setup, agent)
+    encoder = {k: v.clone() for k, v in agent.encoder.state_dict().items()}
+    policy = {k: v.clone() for k, v in agent.policy.state_dict().items()}
+    agent.update(batch)
+    assert all(torch.equal(encoder[k], v) for k, v in agent.encoder.state_dict().items())
+    assert not all(torch.equal(policy[k], v) for k, v in agent.policy.state_dict().items())
+    agent.config.vae_updates = 1  # the VAE step is what trains the encoder
+    agent.update(batch)
+    assert not all(torch.equal(encoder[k], v) for k, v in agent.encoder.state_dict().items())
+
+
+def test_belief_carries_across_episodes_and_resets_per_trial():
+    """The beliefs the rollout acted on are the encoder's q_t over the whole trial's transitions:
+    the prior at the trial's first step, the final transition of episode 1 included, the next
+    episode's reset state never encoded, nothing reset between episodes."""
+    setup, agent = _agent()
+    batch = _trials(setup, agent)
+    ep_len = setup.benchmark.episode_length
+    beliefs = batch.extras["belief"]
+    t = lambda x: torch.from_numpy(np.ascontiguousarray(x))  # noqa: E731
+    with torch.no_grad():
+        mean, logvar = agent.encoder.sequence(t(batch.actions), t(batch.next_obs), t(batch.rewards))
+    q = torch.cat([mean, logvar], -1).numpy()  # q_0..q_L
+    np.testing.assert_allclose(beliefs, q[:, :-1], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(beliefs[:, ep_len], q[:, 0])  # not back to the prior at episode 2
+    # a new trial starts from the prior again
+    agent.start_trial(2, TrialSpec(2, 0, False, 0))
+    assert torch.count_nonzero(agent._h) == 0
+    np.testing.assert_allclose(agent.belief().detach().numpy(), q[:, 0], rtol=1e-6)
+    # start_episode keeps the hidden state; the first step of an episode encodes nothing
+    tokens = np.random.default_rng(0).standard_normal((2, agent.env.token_dim)).astype(np.float32)
+    agent.act(tokens, np.ones(2, bool))
+    assert torch.count_nonzero(agent._h) == 0
+    agent.act(tokens, np.ones(2, bool))
+    h = agent._h.clone()
+    assert torch.count_nonzero(h) > 0
+    agent.start_episode(np.arange(2))
+    agent.act(tokens, np.ones(2, bool))
+    assert torch.equal(agent._h, h)
+
+
+def test_trial_buffer_is_a_ring():
+    buf = TrialBuffer(3, 1, 1)
+    for k in range(2):
+        x = np.full((2, 5, 1), float(k), np.float32)
+        buf.add(x, x, x[..., 0], x, np.array([5, 4]))
+    assert buf.size == 3 and buf.pos == 1
+    assert buf.data[0, 0, 0] == 1.0 and buf.lengths[0] == 4  # the oldest trial was replaced
+    assert buf.data[1, 0, 0] == 0.0 and buf.data[2, 0, 0] == 1.0 and buf.lengths[2] == 5
+
+
+def test_state_dict_round_trip_continues_identically():
+    setup, a = _agent()
+    a.update(_trials(setup, a, 1))
+    state = a.state_dict()
+    blob = io.BytesIO()
+    torch.save(state, blob)
+    blob.seek(0)
+    _, b = _agent(seed=7)  # other weights and generators until loaded
+    b.load_state_dict(torch.load(blob, weights_only=False))
+    assert b.buffer.size == a.buffer.size > 0
+    np.testing.assert_array_equal(b.buffer.data[: b.buffer.size], a.buffer.data[: a.buffer.size])
+    batch_a, batch_b = _trials(setup, a, 2), _trials(setup, b, 2)
+    np.testing.assert_array_equal(batch_a.actions, batch_b.actions)
+    assert a.update(batch_a) == b.update(batch_b)
+    for name, net in a._nets().items():
+        for (k, v), w in zip(net.state_dict().items(), b._nets()[name].state_dict().values()):
+            assert torch.equal(v, w), (name, k)
