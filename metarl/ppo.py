@@ -137,3 +137,10 @@ class GaussianValueMLP(nn.Module):
         mean = self(x)
         log_std = self.log_std.clamp_min(LOG_STD_MIN)
         return -gaussian_log_prob(mean[:, None], log_std, returns[:, None]).mean()
+
+
+def gaussian_kl(mean_p: Tensor, log_std_p: Tensor, mean_q: Tensor, log_std_q: Tensor) -> Tensor:
+    """KL(p ‖ q) of two diagonal Gaussians, summed over action dimensions."""
+    var_ratio = torch.exp(2 * (log_std_p - log_std_q))
+    z = (mean_p - mean_q) * torch.exp(-log_std_q)
+    return (0.5 * (var_ratio + z.pow(2) - 1) - (log_std_p - log_std_q)).sum(-1)

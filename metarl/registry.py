@@ -22,6 +22,7 @@ BUILTIN_ALGORITHMS: dict[str, str] = {
     "trmrl": "trmrl.agent:TrMRLAgent",
     "rl2": "baselines.rl2:RL2Agent",
     "varibad": "baselines.varibad:VariBADAgent",
+    "maml_trpo": "baselines.maml_trpo:MAMLTRPOAgent",
 }
 
 
