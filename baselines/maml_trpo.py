@@ -50,6 +50,7 @@ class MAMLTRPOConfig(AgentConfig):
     hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])  # policy MLP (garage cheetah: 64-64; Meta-World paper: 128-128)
     output_tanh: bool = False  # tanh on the action mean (Meta-World paper runs)
     init_std: float = 1.0  # initial action std (garage's default)
+    output_gain: float = 1.0  # scale of the mean's last-layer initial weights (garage: Xavier, 1)
     min_std: float = 1e-6  # std is clipped to [min_std, max_std] (Meta-World launchers: 0.5..1.5)
     max_std: float = 1e6  # upper clip of the std
     exploration_episodes: int = 1  # episodes of a trial run by the pre-update policy; later ones are adapted
@@ -74,12 +75,12 @@ class MAMLTRPOConfig(AgentConfig):
 class GaussianMLPPolicy(nn.Module):
     """θ: an MLP mean (Xavier-uniform weights, zero biases, as garage) and a log-std vector."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: list[int], init_std: float):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: list[int], init_std: float, output_gain: float = 1.0):
         super().__init__()
         self.mean = mlp([obs_dim, *hidden, act_dim])
         for layer in self.mean:
             if isinstance(layer, nn.Linear):
-                nn.init.xavier_uniform_(layer.weight)
+                nn.init.xavier_uniform_(layer.weight, gain=output_gain if layer is self.mean[-1] else 1.0)
                 nn.init.zeros_(layer.bias)
         self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
 
@@ -147,7 +148,8 @@ class MAMLTRPOAgent(Agent):
             )
         if config.inner_steps < 1 or not config.hidden_sizes:
             raise UsageError("inner_steps must be at least 1 and hidden_sizes non-empty")
-        self.policy = GaussianMLPPolicy(env.obs_dim, env.act_dim, config.hidden_sizes, config.init_std).to(device)
+        self.policy = GaussianMLPPolicy(env.obs_dim, env.act_dim, config.hidden_sizes, config.init_std,
+                                        config.output_gain).to(device)
         self.train_gen = torch.Generator().manual_seed(seed)
         self.gen = self.train_gen
         # per-trial state (set in start_trial)
