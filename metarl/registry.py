@@ -23,6 +23,7 @@ BUILTIN_ALGORITHMS: dict[str, str] = {
     "rl2": "baselines.rl2:RL2Agent",
     "varibad": "baselines.varibad:VariBADAgent",
     "maml_trpo": "baselines.maml_trpo:MAMLTRPOAgent",
+    "pearl": "baselines.pearl:PEARLAgent",
 }
 
 

@@ -1,0 +1,164 @@
+"""PEARL: the product-of-Gaussians posterior, deterministic evaluation (mean action and
+posterior-mean z), prior in the first episode and posterior after, exact state round trip with
+the replay buffers."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+
+from baselines.pearl import TaskBuffer, product_of_gaussians
+from metarl import config as cfg
+from metarl.agent import TrialSpec
+from metarl.envs import get_benchmark
+from metarl.sampling import run_trials
+from metarl.seeding import env_rngs
+from metarl.training import build_agent, prepare
+
+
+def _agent(**overrides):
+    setup = prepare(cfg.resolve("pearl", "PointNav", 1, "smoke", overrides={"device": "cpu", **overrides}))
+    return build_agent(setup)
+
+
+def _trials(agent, spec, n=3, iteration=1):
+    bench = get_benchmark("PointNav")
+    env = bench.make_env(n)
+    tasks = bench.sample_train_tasks(np.random.default_rng(iteration), n)
+    try:
+        return run_trials(env, agent, tasks, spec, bench.episode_length, env_rngs(1, iteration, n),
+                          bench.obs_dim, bench.act_dim)
+    finally:
+        env.close()
+
+
+def test_product_of_gaussians_closed_form():
+    mu = torch.tensor([[1.0, -2.0], [3.0, 0.5], [-1.0, 0.0]], dtype=torch.float64)
+    var = torch.tensor([[0.5, 2.0], [1.0, 0.25], [4.0, 1.0]], dtype=torch.float64)
+    mean, post_var = product_of_gaussians(mu, var)
+    for d in range(2):
+        precision = sum(1 / var[i, d].item() for i in range(3))
+        expected_var = 1 / precision
+        expected_mean = expected_var * sum(mu[i, d].item() / var[i, d].item() for i in range(3))
+        assert abs(post_var[d].item() - expected_var) < 1e-12
+        assert abs(mean[d].item() - expected_mean) < 1e-12
+    # with the prior N(0, I) as one more factor: precision + 1, the mean shrinks toward 0
+    mean_p, var_p = product_of_gaussians(mu, var, with_prior=True)
+    torch.testing.assert_close(var_p, 1 / (1 / post_var + 1))
+    torch.testing.assert_close(mean_p, var_p * (mean / post_var))
+
+
+def test_encoder_posterior_is_the_product_of_its_factors():
+    agent = _agent()
+    context = torch.randn(7, agent.env.obs_dim + agent.env.act_dim + 1)
+    with torch.no_grad():
+        mu, var = agent.nets.encoder.factors(context)
+        mean, post_var = agent.nets.encoder(context)
+    torch.testing.assert_close(post_var, 1 / (1 / var).sum(0))
+    torch.testing.assert_close(mean, post_var * (mu / var).sum(0))
+
+
+def test_deterministic_actions_are_tanh_of_the_mean_and_repeatable():
+    agent = _agent()
+    n = 4
+    tokens = np.random.default_rng(0).standard_normal((n, agent.env.token_dim)).astype(np.float32)
+    det = np.ones(n, bool)
+    agent.start_trial(n, TrialSpec(2, 0, False, 5))
+    agent._has_post[:] = True  # as after an episode: z = the posterior mean
+    agent._z_mean[:] = torch.randn(n, agent.config.latent_dim)
+    a1, _ = agent.act(tokens, det)
+    a2, _ = agent.act(tokens, det)
+    np.testing.assert_array_equal(a1, a2)
+    obs = torch.from_numpy(tokens[:, : agent.env.obs_dim])
+    with torch.no_grad():
+        mean, _ = agent.nets.policy(torch.cat([obs, agent._z_mean], 1))
+    expected = agent.center + agent.half * torch.tanh(mean)
+    np.testing.assert_allclose(a1, expected.numpy(), rtol=1e-6)
+    stochastic, _ = agent.act(tokens, np.zeros(n, bool))
+    assert not np.allclose(stochastic, a1)
+
+
+def test_whole_deterministic_evaluation_repeats_exactly():
+    agent = _agent()
+    spec = TrialSpec(3, 0, False, 11)
+    first = _trials(agent, spec)
+    again = _trials(agent, spec)
+    np.testing.assert_array_equal(first.actions, again.actions)
+
+
+class _Spy:
+    """Records the z the agent acts with at the start of every episode."""
+
+    def __init__(self, agent):
+        self.agent, self.seen = agent, []
+
+    def wrap(self):
+        original = self.agent.start_episode
+
+        def start_episode(slots):
+            original(slots)
+            self.seen.append((self.agent._z.clone(), self.agent._z_mean.clone(), self.agent._z_var.clone(),
+                              self.agent._has_post.copy()))
+
+        self.agent.start_episode = start_episode
+
+
+def test_prior_in_first_episode_then_posterior_from_the_trial_so_far():
+    agent = _agent()
+    spy = _Spy(agent)
+    spy.wrap()
+    batch = _trials(agent, TrialSpec(3, 0, False, 3))
+    z0, mean0, var0, post0 = spy.seen[0]
+    assert not post0.any()
+    assert torch.count_nonzero(mean0) == 0 and torch.equal(var0, torch.ones_like(var0))
+    assert torch.count_nonzero(z0) == z0.numel()  # a draw from the prior, not its mean
+    _, mean2, var2, post2 = spy.seen[2]  # third episode: posterior from episodes 0 and 1
+    assert post2.all()
+    for s in range(batch.n):
+        mask = batch.valid[s] & (batch.episode[s] <= 1)
+        rows = agent._rows(batch, s, mask)
+        with torch.no_grad():
+            expected_mean, expected_var = agent.nets.encoder(torch.from_numpy(agent._context(rows)))
+        torch.testing.assert_close(mean2[s], expected_mean)
+        torch.testing.assert_close(var2[s], expected_var)
+
+
+def test_training_trials_fill_both_buffers_as_the_reference():
+    agent = _agent()
+    batch = _trials(agent, TrialSpec(2, 0, True, 0))
+    agent.update(batch)
+    assert len(agent.rl_buffers) == batch.n
+    for s, task in enumerate(batch.tasks):
+        key = repr(sorted(task.params.items()))
+        assert agent.rl_buffers[key].size == batch.lengths[s]  # every episode for RL
+        assert len(agent.enc_buffers[key]) == batch.episode_lengths[s, 0]  # prior episode only
+
+
+def test_task_buffer_is_a_fifo():
+    buf = TaskBuffer(1, 5)
+    buf.add(np.arange(3, dtype=np.float32)[:, None])
+    buf.add(np.arange(3, 7, dtype=np.float32)[:, None])
+    assert buf.size == 5 and sorted(buf.data[:, 0].tolist()) == [2, 3, 4, 5, 6]
+
+
+def test_state_dict_round_trip_continues_identically():
+    a = _agent()
+    for it in (1, 2):
+        a.update(_trials(a, TrialSpec(2, 0, True, 0), iteration=it))
+    saved = io.BytesIO()
+    torch.save(a.state_dict(), saved)  # through bytes, as a checkpoint (no shared tensors)
+    saved.seek(0)
+    b = _agent()
+    b.load_state_dict(torch.load(saved, weights_only=False))
+    assert list(b.rl_buffers) == list(a.rl_buffers)
+    for key in a.rl_buffers:
+        np.testing.assert_array_equal(b.rl_buffers[key].data[: b.rl_buffers[key].size],
+                                      a.rl_buffers[key].data[: a.rl_buffers[key].size])
+        np.testing.assert_array_equal(b.enc_buffers[key], a.enc_buffers[key])
+    out_a = a.update(_trials(a, TrialSpec(2, 0, True, 0), iteration=3))
+    out_b = b.update(_trials(b, TrialSpec(2, 0, True, 0), iteration=3))
+    assert out_a == out_b
+    for (ka, va), (kb, vb) in zip(a.nets.state_dict().items(), b.nets.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
