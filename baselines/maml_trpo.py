@@ -51,6 +51,7 @@ class MAMLTRPOConfig(AgentConfig):
     output_tanh: bool = False  # tanh on the action mean (Meta-World paper runs)
     init_std: float = 1.0  # initial action std (garage's default)
     output_gain: float = 1.0  # scale of the mean's last-layer initial weights (garage: Xavier, 1)
+    action_scale: float = 1.0  # env action = action_scale x policy action (garage's normalize(expected_action_scale=10): 0.1)
     min_std: float = 1e-6  # std is clipped to [min_std, max_std] (Meta-World launchers: 0.5..1.5)
     max_std: float = 1e6  # upper clip of the std
     exploration_episodes: int = 1  # episodes of a trial run by the pre-update policy; later ones are adapted
@@ -230,7 +231,8 @@ class MAMLTRPOAgent(Agent):
         dev = self.device
         return _Rows(
             obs=torch.from_numpy(np.ascontiguousarray(obs)).to(dev),
-            actions=torch.from_numpy(np.ascontiguousarray(actions)).to(dev),
+            # the batch holds environment actions; the policy's are 1/action_scale of them
+            actions=torch.from_numpy(np.ascontiguousarray(actions) / np.float32(self.config.action_scale)).to(dev),
             logp_b=torch.from_numpy(np.ascontiguousarray(logp_b)).to(dev),
             adv_in=torch.from_numpy(adv).float().to(dev),
             mask_in=torch.from_numpy(mask).float().to(dev),
@@ -260,6 +262,7 @@ class MAMLTRPOAgent(Agent):
         noise[torch.from_numpy(mean_only).to(self.device)] = 0.0
         actions = mean + log_std.exp() * noise
         logp = gaussian_log_prob(mean, log_std, actions).cpu().numpy()
+        actions = actions * c.action_scale
         # remember what this trial sampled, for the adaptation in end_episode
         active = np.flatnonzero(self._episode < self._spec.episodes)
         self._behaviour_logp[active, self._pos[active]] = logp[active]
