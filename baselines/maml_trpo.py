@@ -47,11 +47,11 @@ from metarl.ppo import gae_advantages, gaussian_entropy, gaussian_kl, gaussian_l
 
 @dataclass
 class MAMLTRPOConfig(AgentConfig):
-    hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])  # policy MLP (garage cheetah: 64-64; Meta-World paper: 128-128)
+    hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])  # policy MLP (garage: 64-64; Meta-World: 128-128)
     output_tanh: bool = False  # tanh on the action mean (Meta-World paper runs)
     init_std: float = 1.0  # initial action std (garage's default)
     output_gain: float = 1.0  # scale of the mean's last-layer initial weights (garage: Xavier, 1)
-    action_scale: float = 1.0  # env action = action_scale x policy action (garage's normalize(expected_action_scale=10): 0.1)
+    action_scale: float = 1.0  # env action = this x policy action (garage's normalize wrapper: 0.1)
     min_std: float = 1e-6  # std is clipped to [min_std, max_std] (Meta-World launchers: 0.5..1.5)
     max_std: float = 1e6  # upper clip of the std
     exploration_episodes: int = 1  # episodes of a trial run by the pre-update policy; later ones are adapted
@@ -122,7 +122,8 @@ class _Rows:
     """Adaptation problems, one row each (a task, or a (task, episode) pair), padded in time.
 
     Inner data: `obs`, `actions`, `logp_b` (behaviour log-probs), `adv_in` (fixed advantages),
-    `mask_in`. Outer data (update only): `adv_out`, `mask_out`, `task` (row -> task index)."""
+    `mask_in`. Outer data (update only): `adv_out`, `mask_out` and `task_steps` (post-update
+    steps per task); rows are ordered (episode, task), so row r belongs to task r % n_tasks."""
 
     obs: Tensor
     actions: Tensor
@@ -131,7 +132,7 @@ class _Rows:
     mask_in: Tensor
     adv_out: Tensor | None = None
     mask_out: Tensor | None = None
-    task: Tensor | None = None
+    task_steps: Tensor | None = None
 
 
 # ----------------------------------------------------------------------------- the agent
@@ -181,7 +182,7 @@ class MAMLTRPOAgent(Agent):
         c = self.config
         b = rows.obs.shape[0]
         with torch.enable_grad():
-            if not any(p.requires_grad for p in theta):  # acting: θ is a constant here
+            if not any(p.requires_grad for p in theta):  # plain tensors: make them differentiable
                 theta = [p.detach().requires_grad_() for p in theta]
             params = [p.unsqueeze(0).expand(b, *p.shape) for p in theta]
             count = rows.mask_in.sum(1).clamp_min(1.0)
@@ -317,14 +318,14 @@ class MAMLTRPOAgent(Agent):
         adv_post = self._advantages(obs, batch.step, rewards, ends, post, np.arange(n))
         rows.adv_out = torch.from_numpy(rep(adv_post)).float().to(self.device)
         rows.mask_out = torch.from_numpy(np.concatenate([ep == e for e in posts])).float().to(self.device)
-        rows.task = torch.from_numpy(post.sum(1)).float().to(self.device)  # post-update steps per task
+        rows.task_steps = torch.from_numpy(post.sum(1)).float().to(self.device)  # post-update steps per task
         return rows
 
     def _per_task_mean(self, values: Tensor, rows: _Rows) -> Tensor:
         """Mean over each task's post-update steps, then over tasks (garage averages per task)."""
-        n = rows.task.shape[0]
+        n = rows.task_steps.shape[0]
         per_row = (values * rows.mask_out).sum(1)
-        return (per_row.view(-1, n).sum(0) / rows.task.clamp_min(1.0)).mean()
+        return (per_row.view(-1, n).sum(0) / rows.task_steps.clamp_min(1.0)).mean()
 
     def _surrogate(self, phi: list[Tensor], rows: _Rows) -> tuple[Tensor, Tensor, Tensor]:
         logp, mean, log_std = self._logp(phi, rows)

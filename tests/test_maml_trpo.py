@@ -41,7 +41,7 @@ def _measured_kl(agent, rows, theta_old):
             p.copy_(q)
     new = agent._logp(agent._adapt(agent._theta(), rows, create_graph=False), rows)
     kl = gaussian_kl(old[1], old[2][:, None], new[1], new[2][:, None])
-    per_task = (kl * rows.mask_out).sum(1).view(-1, rows.task.shape[0]).sum(0) / rows.task
+    per_task = (kl * rows.mask_out).sum(1).view(-1, rows.task_steps.shape[0]).sum(0) / rows.task_steps
     return float(per_task.mean().detach())
 
 
