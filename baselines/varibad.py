@@ -15,8 +15,9 @@ VAE (trained on its own buffer of recent trials, with its own Adam):
 - ELBO over past and future: for every belief prefix q_t (t = 0..H, the prior included), one
   reparameterised sample decodes transitions of the *whole* trial; reconstruction errors are
   summed over decoded steps and ELBO terms, averaged over trials; the KL of each q_t is taken to
-  q_{t-1} (to N(0, I) for q_0), summed over the same ELBO terms. Optional subsampling of ELBO
-  terms and decoded steps, and truncated BPTT through the encoder, as the reference.
+  q_{t-1} (to N(0, I) for q_0), summed over the same ELBO terms and, as the reference's code does,
+  over the batch (`kl_reference_sum`). Optional subsampling of ELBO terms and decoded steps, and
+  truncated BPTT through the encoder, as the reference.
 
 Policy: the state and the belief (mean and log-variance, as the reference's
 `get_latent_for_policy`), each normalised by running statistics and embedded (Linear+tanh, 64),
@@ -62,6 +63,7 @@ class VariBADConfig(AgentConfig):
     state_loss_coeff: float = 1.0  # weight of the state reconstruction
     kl_weight: float = 0.1  # weight of the KL term
     kl_to_gauss_prior: bool = False  # KL of every q_t to N(0, I) instead of to q_{t-1}
+    kl_reference_sum: bool = True  # KL summed over the batch as the reference's code does (see elbo_terms)
     # VAE: training
     vae_lr: float = 1e-3  # Adam learning rate of encoder + decoders
     vae_buffer_size: int = 10000  # trials kept for VAE training (oldest replaced)
@@ -390,7 +392,15 @@ class VariBADAgent(Agent):
             prev_mean = torch.cat([torch.zeros_like(mean[:, :1]), mean[:, :-1]], 1)
             prev_logvar = torch.cat([torch.zeros_like(logvar[:, :1]), logvar[:, :-1]], 1)
             kl_all = gaussian_kl(mean, logvar, prev_mean, prev_logvar)
-        kl = (kl_all[rows, elbo] * elbo_mask.float()).sum(1).mean()
+        if c.kl_reference_sum:
+            # The reference sums its (terms x trials) KL matrix over trials instead of averaging,
+            # and with subsampled terms indexes it by every trial's sampled terms for *each*
+            # trial (`kl_divergences[elbo_indices]`), so its KL carries B (all terms) or B² (sampled)
+            # times the weight of the per-trial form below. Kept: the presets' kl_weight was tuned so.
+            kl_all = kl_all * (torch.arange(T + 1, device=dev) <= lengths[:, None]).float()
+            kl = kl_all[:, elbo.reshape(-1)].sum() if c.vae_subsample_elbos else kl_all.sum()
+        else:  # each trial's KL over its own ELBO terms, averaged over trials (the code's comments)
+            kl = (kl_all[rows, elbo] * elbo_mask.float()).sum(1).mean()
         return rew_loss, state_loss, kl
 
     def _vae_update(self) -> dict[str, float]:

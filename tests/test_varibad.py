@@ -46,11 +46,9 @@ def _tiny_batch(obs_dim=2, act_dim=2, lengths=(4, 3), steps=4, seed=0):
     return prev_obs, actions, rewards, next_obs, np.array(lengths)
 
 
-def test_elbo_terms_closed_form_with_constant_networks():
-    """Constant decoder (prediction = c) and constant belief heads (every q_t = N(m, e^v)):
-    reconstruction = Σ_trials (len+1) Σ_j (c − r_j)² / B, KL = KL(N(m, e^v) || N(0, I)) (later
-    q_t equal their predecessor)."""
-    _, agent = _agent(vae_subsample_elbos=0, vae_subsample_decodes=0, tbptt_steps=0)
+def _constant_networks(agent):
+    """Decoder prediction 0.3; every belief q_t = N(m, e^v) with m = (0.5, −1), v = (0.2, −0.4),
+    so only q_0 has a KL (to N(0, I)): 0.5 Σ (−v − 1 + e^v + m²)."""
     with torch.no_grad():
         for p in agent.reward_decoder.parameters():
             p.zero_()
@@ -58,21 +56,48 @@ def test_elbo_terms_closed_form_with_constant_networks():
         for head, value in ((agent.encoder.mu, [0.5, -1.0]), (agent.encoder.logvar, [0.2, -0.4])):
             head.weight.zero_()
             head.bias.copy_(torch.tensor(value))
-    prev_obs, actions, rewards, next_obs, lengths = _tiny_batch()
-    rew, state, kl = agent.elbo_terms(prev_obs, actions, rewards, next_obs, lengths, torch.Generator().manual_seed(0))
-    r = rewards.double().numpy()
-    expected_rew = np.mean([(n + 1) * ((0.3 - r[i, :n]) ** 2).sum() for i, n in enumerate(lengths)])
     m, v = np.array([0.5, -1.0]), np.array([0.2, -0.4])
-    expected_kl = 0.5 * (-v - 1 + np.exp(v) + m**2).sum()
-    np.testing.assert_allclose(float(rew.detach()), expected_rew, rtol=1e-5)
-    np.testing.assert_allclose(float(kl.detach()), expected_kl, rtol=1e-5)
-    assert float(state) == 0.0
+    return 0.5 * (-v - 1 + np.exp(v) + m**2).sum()
+
+
+def test_elbo_terms_closed_form_with_constant_networks():
+    """Reconstruction = Σ_trials (len+1) Σ_j (c − r_j)² / B (every q_t decodes the whole trial);
+    KL: per trial KL_0, averaged over the B trials, or (the reference's reduction) summed."""
+    for reference in (False, True):
+        _, agent = _agent(vae_subsample_elbos=0, vae_subsample_decodes=0, tbptt_steps=0, kl_reference_sum=reference)
+        kl0 = _constant_networks(agent)
+        prev_obs, actions, rewards, next_obs, lengths = _tiny_batch()
+        rew, state, kl = agent.elbo_terms(prev_obs, actions, rewards, next_obs, lengths, torch.Generator().manual_seed(0))
+        r = rewards.double().numpy()
+        expected_rew = np.mean([(n + 1) * ((0.3 - r[i, :n]) ** 2).sum() for i, n in enumerate(lengths)])
+        np.testing.assert_allclose(float(rew.detach()), expected_rew, rtol=1e-5)
+        np.testing.assert_allclose(float(kl.detach()), kl0 * (len(lengths) if reference else 1), rtol=1e-5)
+        assert float(state) == 0.0
+
+
+def test_subsampled_kl_reductions():
+    """Sampled ELBO terms: per trial, KL_0 for every sampled q_0, averaged over trials; the
+    reference's indexing charges every sampled term (of any trial) to each of the B trials."""
+    lengths, samples = np.array([4, 3]), 6
+    for reference in (False, True):
+        _, agent = _agent(vae_subsample_elbos=samples, vae_subsample_decodes=2, kl_reference_sum=reference)
+        kl0 = _constant_networks(agent)
+        prev_obs, actions, rewards, next_obs, _ = _tiny_batch()
+        _, _, kl = agent.elbo_terms(prev_obs, actions, rewards, next_obs, lengths, torch.Generator().manual_seed(3))
+        g = torch.Generator().manual_seed(3)  # replay the draws: the reparameterisation noise, then the terms
+        torch.randn(2, 5, agent.config.latent_dim, generator=g)
+        terms = (torch.rand(2, samples, generator=g) * torch.as_tensor(lengths + 1)[:, None]).long()
+        zeros = int((terms == 0).sum())
+        expected = kl0 * (2 * zeros if reference else zeros / 2)
+        np.testing.assert_allclose(float(kl.detach()), expected, rtol=1e-5)
+        assert zeros > 0
 
 
 def test_elbo_terms_match_a_step_by_step_computation():
     """Random networks: every q_t from stepping the GRU by hand, the same reparameterisation
     noise, every q_t decoding the whole trial, KL to the previous posterior in closed form."""
-    _, agent = _agent(vae_subsample_elbos=0, vae_subsample_decodes=0, tbptt_steps=2, decode_state=True)
+    _, agent = _agent(vae_subsample_elbos=0, vae_subsample_decodes=0, tbptt_steps=2, decode_state=True,
+                      kl_reference_sum=False)
     prev_obs, actions, rewards, next_obs, lengths = _tiny_batch()
     rew, state, kl = agent.elbo_terms(prev_obs, actions, rewards, next_obs, lengths, torch.Generator().manual_seed(5))
     enc, dec, sdec = agent.encoder, agent.reward_decoder, agent.state_decoder
