@@ -315,6 +315,11 @@ def describe(cls: type) -> list[tuple[str, str, Any, str]]:
     types = field_types(cls)
     out = []
     for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else None
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # lists: field(default_factory=...)
+            default = f.default_factory()
+        else:
+            default = None
         out.append((f.name, _type_name(types[f.name]), default, comments.get(f.name, "")))
     return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from conftest import run_cli
 
 
@@ -28,6 +30,9 @@ def test_help_and_settings(tmp_path):
                 "meta_batch_size"):
         assert f"  {key} " in out
     assert "random" in run_cli(["algos"], cwd=tmp_path).stdout
+    # list-valued settings (dataclass default_factory) show their real default
+    out = run_cli(["settings", "--algo", "maml_trpo"], cwd=tmp_path).stdout
+    assert re.search(r"^  hidden_sizes .* default \[64, 64\] ", out, re.M), out
 
 
 def test_no_command_is_usage_error(tmp_path):
