@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv quick smoke test test-slow bench
+.PHONY: venv quick smoke test test-slow test-slurm bench
 
 venv: $(STAMP)
 
@@ -36,6 +36,11 @@ test: venv
 
 test-slow: venv
 	$(BIN)/python -m pytest -q -m slow
+
+# The smoke pipeline through profiles/slurm on a private one-node SLURM cluster that the test
+# starts and stops (tests/slurm/local-cluster; root, apt-get the first time; ~20 min on 2 busy cores).
+test-slurm: venv
+	$(BIN)/python -m pytest -q -m slurm -rP
 
 bench: venv
 	$(BIN)/metarl bench
