@@ -5,9 +5,11 @@ the replay buffers."""
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from baselines.pearl import TaskBuffer, product_of_gaussians
 from metarl import config as cfg
@@ -162,3 +164,58 @@ def test_state_dict_round_trip_continues_identically():
     assert out_a == out_b
     for (ka, va), (kb, vb) in zip(a.nets.state_dict().items(), b.nets.state_dict().items()):
         assert ka == kb and torch.equal(va, vb)
+
+
+def test_tanh_gaussian_log_prob_matches_the_change_of_variables():
+    from torch.distributions import Normal, TanhTransform, TransformedDistribution
+
+    from baselines.pearl import tanh_gaussian_sample
+
+    gen = torch.Generator().manual_seed(0)
+    mean = torch.randn(64, 3, generator=gen, dtype=torch.float64)
+    log_std = torch.randn(64, 3, generator=gen, dtype=torch.float64) * 0.5 - 0.5
+    noise = torch.randn(64, 3, generator=gen, dtype=torch.float64)
+    action, logp = tanh_gaussian_sample(mean, log_std, noise)
+    reference = TransformedDistribution(Normal(mean, log_std.exp()), [TanhTransform()])
+    pre = mean + log_std.exp() * noise
+    expected = (Normal(mean, log_std.exp()).log_prob(pre) - 2 * (math.log(2) - pre - F.softplus(-2 * pre))).sum(-1)
+    torch.testing.assert_close(action, torch.tanh(pre))
+    # away from saturation, where rlkit's ε = 1e-6 inside log(1 − tanh²) and atanh both matter
+    keep = pre.abs().max(-1).values < 2.5
+    assert keep.sum() > 30
+    torch.testing.assert_close(logp[keep], expected[keep], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(logp[keep], reference.log_prob(action).sum(-1)[keep], atol=1e-4, rtol=1e-4)
+
+
+def test_time_limit_is_not_terminal_in_the_buffers():
+    """PointNav episodes end only by the time limit: every stored done flag must be 0 (a
+    truncation treated as terminal would cut the bootstrap at every episode end)."""
+    agent = _agent()
+    batch = _trials(agent, TrialSpec(2, 0, True, 0))
+    assert batch.truncated.any() and not batch.terminated.any()
+    agent.update(batch)
+    for buf in agent.rl_buffers.values():
+        assert not buf.data[: buf.size, -1].any()
+    batch.terminated[0, batch.lengths[0] - 1] = True  # a real termination is stored as done
+    rows = agent._rows(batch, 0, batch.valid[0])
+    assert rows[-1, -1] == 1.0 and not rows[:-1, -1].any()
+
+
+def test_bellman_target_scales_rewards_and_masks_only_terminal_steps():
+    """With Q ≡ 0 and the target V ≡ c, the Q loss is 2·mean((scale·r + γ(1 − done)·c)²)."""
+    agent = _agent(reward_scale=7.0, discount=0.9)
+    n, c = agent.nets, 3.0
+    with torch.no_grad():
+        for q in (n.qf1, n.qf2):
+            q[-1].weight.zero_(), q[-1].bias.zero_()
+        n.target_vf[-1].weight.zero_(), n.target_vf[-1].bias.fill_(c)
+    t, b = 2, 5
+    gen = torch.Generator().manual_seed(3)
+    rl = torch.randn(t, b, agent.width, generator=gen)
+    done = (torch.arange(t * b) % 3 == 0).float().reshape(t, b)
+    rl[..., -1] = done
+    rewards = rl[..., 2 + 2]  # PointNav: obs 2 + action 2, then the reward
+    context = torch.randn(t, 4, 5, generator=gen)
+    out = agent._gradient_step(rl, context)
+    expected = 2 * ((7.0 * rewards + 0.9 * (1 - done) * c) ** 2).mean()
+    torch.testing.assert_close(out["qf_loss"], expected)
