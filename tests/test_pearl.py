@@ -219,3 +219,30 @@ def test_bellman_target_scales_rewards_and_masks_only_terminal_steps():
     out = agent._gradient_step(rl, context)
     expected = 2 * ((7.0 * rewards + 0.9 * (1 - done) * c) ** 2).mean()
     torch.testing.assert_close(out["qf_loss"], expected)
+
+
+def test_sac_learns_a_fixed_goal_off_policy():
+    """The SAC part on its own: from uniformly random transitions of a point that should reach a
+    fixed goal (r = −‖s + 0.1a − g‖, no termination), 400 gradient steps must turn the mean
+    action toward the goal from everywhere."""
+    agent = _agent(net_size=32, encoder_size=16, rl_meta_batch=2, batch_size=64, embedding_batch_size=8,
+                   reward_scale=10.0, discount=0.5, lr=3e-3, threads=1)
+    rng = np.random.default_rng(0)
+    goal = np.array([0.6, -0.3], np.float32)
+    for k in range(2):
+        obs = rng.uniform(-1, 1, (2000, 2)).astype(np.float32)
+        act = rng.uniform(-1, 1, (2000, 2)).astype(np.float32)
+        nxt = obs + 0.1 * act
+        rew = -np.linalg.norm(nxt - goal, axis=1, keepdims=True)
+        rows = np.concatenate([obs, act, rew, nxt, np.zeros((2000, 1))], 1, dtype=np.float32)
+        buf = TaskBuffer(agent.width, 2000)
+        buf.add(rows)
+        agent.rl_buffers[str(k)], agent.enc_buffers[str(k)] = buf, rows[:100]
+    for _ in range(400):
+        agent._gradient_step(*agent._sample())
+    points = rng.uniform(-0.8, 0.8, (200, 2)).astype(np.float32)
+    with torch.no_grad():
+        mean, _ = agent.nets.policy(torch.cat([torch.from_numpy(points), torch.zeros(200, agent.config.latent_dim)], 1))
+    direction, want = torch.tanh(mean).numpy(), goal - points
+    cos = (direction * want).sum(1) / np.linalg.norm(direction, axis=1) / np.linalg.norm(want, axis=1)
+    assert cos.mean() > 0.9, cos.mean()
