@@ -68,6 +68,17 @@ def field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
+def _has_default(f: dataclasses.Field) -> bool:
+    return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING  # type: ignore[misc]
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    """A field's default; list-valued fields have a default_factory instead."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory()  # type: ignore[misc]
+
+
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:
@@ -234,10 +245,8 @@ def resolve(
     values: dict[str, Any] = {}
     for cls in (RunSettings, agent_cls.Config):
         for f in dataclasses.fields(cls):
-            if f.default is not dataclasses.MISSING:
-                values[f.name] = f.default
-            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-                values[f.name] = f.default_factory()  # type: ignore[misc]
+            if _has_default(f):
+                values[f.name] = _field_default(f)
     for where, settings, allowed in layers:
         for key, value in settings.items():
             if key in IDENTITY_KEYS and where == "--set":
@@ -315,11 +324,6 @@ def describe(cls: type) -> list[tuple[str, str, Any, str]]:
     types = field_types(cls)
     out = []
     for f in dataclasses.fields(cls):
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:  # lists: field(default_factory=...)
-            default = f.default_factory()
-        else:
-            default = None
+        default = _field_default(f) if _has_default(f) else None
         out.append((f.name, _type_name(types[f.name]), default, comments.get(f.name, "")))
     return out
