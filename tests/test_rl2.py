@@ -3,10 +3,12 @@ feature baseline; byte-identical reruns and resume; it learns PointNav."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
-from baselines.rl2 import LinearFeatureBaseline
+from baselines.rl2 import LinearFeatureBaseline, RL2Agent
 from metarl import config as cfg
 from metarl.agent import TrialSpec
 from metarl.training import build_agent, prepare
@@ -61,13 +63,13 @@ def test_linear_feature_baseline_fits_a_linear_target():
 
 def test_presets_follow_garage_and_quick_changes_only_the_mujoco_std():
     def own(resolved):  # the algorithm's own settings, without the harness's
-        return {k: v for k, v in resolved.items() if k not in cfg.field_types(cfg.RunSettings) and k != "preset"}
+        return cfg.split_config(resolved, RL2Agent)[1]
 
     vel = cfg.resolve("rl2", "HalfCheetahVel", 1, "paper")
     assert (vel["hidden_size"], vel["lr"], vel["ppo_epochs"], vel["minibatch_trials"]) == (64, 1e-3, 10, 32)
     assert (vel["discount"], vel["gae_lambda"], vel["clip"], vel["entropy_coeff"], vel["init_std"]) == (
         0.99, 0.95, 0.2, 0.02, 1.0)
-    assert own(cfg.resolve("rl2", "HalfCheetahVel", 1, "quick")) == {**own(vel), "init_std": 0.2}
+    assert own(cfg.resolve("rl2", "HalfCheetahVel", 1, "quick")) == dataclasses.replace(own(vel), init_std=0.2)
     ml = cfg.resolve("rl2", "ML10", 1, "paper")
     assert (ml["hidden_size"], ml["lr"], ml["min_std"], ml["max_std"], ml["init_std"]) == (256, 5e-4, 0.5, 1.5, 1.0)
     assert own(cfg.resolve("rl2", "ML10", 1, "quick")) == own(ml)

@@ -3,6 +3,8 @@ presets, and byte-identical reruns/resume."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from metarl.agent import TrialSpec
 from metarl.runs import run_dir_for
 from metarl.sampling import run_trials
 from metarl.training import build_agent, prepare
+from trmrl.agent import TrMRLAgent
 
 from conftest import run_cli
 
@@ -86,10 +89,9 @@ def test_paper_presets_carry_the_reference_table():
     # quick differs from paper in the budget and, on MuJoCo, only in the transformer's width
     quick = cfg.resolve("trmrl", "HalfCheetahVel", 1, "quick")
     def own(resolved):  # the algorithm's own settings, without the harness's
-        return {k: v for k, v in resolved.items() if k not in cfg.field_types(cfg.RunSettings) and k != "preset"}
+        return cfg.split_config(resolved, TrMRLAgent)[1]
 
-    narrower = {"d_model": 64, "heads": 4, "dim_ff": 256}
-    assert own(quick) == {**own(vel), **narrower}
+    assert own(quick) == dataclasses.replace(own(vel), d_model=64, heads=4, dim_ff=256)
     assert own(cfg.resolve("trmrl", "ML1-push", 1, "quick")) == own(ml)
 
 
