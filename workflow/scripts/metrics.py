@@ -124,19 +124,42 @@ def per_episode(episodes: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- normalisation
 
 
+def normalisation_points(scores: pd.DataFrame, floor: str, value: str = "score") -> pd.DataFrame:
+    """Per (benchmark, split) without a success signal: the floor and best mean scores that
+    `normalise` maps to 0 and 1, and which algorithm set each (a table must say what its
+    normalised numbers are relative to)."""
+    rows = []
+    for (bench, split), group in scores.groupby(["benchmark", "split"], sort=False):
+        if group["has_success"].any():
+            continue
+        means = group.groupby("algorithm")[value].mean()
+        low_algo = floor if floor in means.index else means.idxmin()
+        rows.append({"benchmark": bench, "split": split, "floor_algorithm": low_algo,
+                     "floor": float(means[low_algo]), "best_algorithm": means.idxmax(),
+                     "best": float(means.max())})
+    return pd.DataFrame(rows, columns=["benchmark", "split", "floor_algorithm", "floor", "best_algorithm", "best"])
+
+
 def normalise(scores: pd.DataFrame, floor: str, value: str = "score") -> pd.Series:
     """Normalised scores (see the module docstring), aligned with `scores`' index."""
     out = pd.Series(np.nan, index=scores.index, dtype=float)
-    for _, group in scores.groupby(["benchmark", "split"], sort=False):
-        if group["has_success"].any():
+    points = normalisation_points(scores, floor, value).set_index(["benchmark", "split"])
+    for key, group in scores.groupby(["benchmark", "split"], sort=False):
+        if key not in points.index:  # success rate: already in [0, 1]
             out.loc[group.index] = group[value].astype(float)
             continue
-        means = group.groupby("algorithm")[value].mean()
-        low = means[floor] if floor in means.index else means.min()
-        high = means.max()
+        low, high = points.loc[key, "floor"], points.loc[key, "best"]
         span = high - low
         out.loc[group.index] = (group[value] - low) / span if span > 0 else 0.0
     return out
+
+
+def describe_normalisation(points: pd.DataFrame, name, number) -> str:
+    """One sentence naming each benchmark's 0 and 1 of the normalised score, e.g.
+    "PointNav: 0 = -20.3 (Random), 1 = -9.71 (MAML-TRPO)"; `name` and `number` format an
+    algorithm ID and a value."""
+    return "; ".join(f"{r.benchmark}: 0 = {number(r.floor)} ({name(r.floor_algorithm)}), "
+                     f"1 = {number(r.best)} ({name(r.best_algorithm)})" for r in points.itertuples())
 
 
 # ----------------------------------------------------------------------------- intervals

@@ -327,8 +327,7 @@ def aggregate(info, inputs, out):
             sub = agg[agg["metric"] == metric].set_index("algorithm")
             for y, algo in enumerate(algos):
                 r = sub.loc[algo]
-                ax.barh(y, r["ci_high"] - r["ci_low"], left=r["ci_low"], height=0.6, color=colours[algo], alpha=0.75)
-                ax.vlines(r["value"], y - 0.3, y + 0.3, color="black", lw=1.2)
+                interval_bar(ax, y, r["value"], r["ci_low"], r["ci_high"], colours[algo])
             ax.set_yticks(range(len(algos)), [style.name(a) for a in algos] if col == 0 else [""] * len(algos))
             ax.set_title(metric + ("\n(lower is better)" if metric == "Optimality gap" else ""), fontsize=7)
             ax.grid(axis="y", visible=False)
@@ -341,17 +340,31 @@ def aggregate(info, inputs, out):
         poi = poi.set_index("algorithm")
         for y, algo in enumerate(others):
             r = poi.loc[algo]
-            ax.barh(y, r["ci_high"] - r["ci_low"], left=r["ci_low"], height=0.6, color=colours[algo], alpha=0.75)
-            ax.vlines(r["probability"], y - 0.3, y + 0.3, color="black", lw=1.2)
+            interval_bar(ax, y, r["probability"], r["ci_low"], r["ci_high"], colours[algo])
         ax.axvline(0.5, color="0.4", ls=":", lw=1)
         ax.set_xlim(0, 1)
         ax.set_yticks(range(len(others)), [f"vs {style.name(a)}" for a in others])
         ax.yaxis.tick_right()
-        ax.set_title(f"P({style.name(info['reference'])} > X)\n(prob. of improvement)", fontsize=7)
+        ax.set_title(f"P({style.name(info['reference'])} > X)", fontsize=7)
+        ax.set_xlabel("probability of improvement", fontsize=6)
         ax.grid(axis="y", visible=False)
         ax.tick_params(axis="x", labelsize=6)
-    fig.tight_layout(w_pad=0.8, h_pad=1.2)
+    footnote = 0.0
+    if "returns" in families:  # say what 0 and 1 of the normalised return are
+        points = metrics.normalisation_points(scores[scores["benchmark"].isin(families["returns"][1])], info["floor"])
+        text = fig.text(0.01, 0.01, "Normalised return per benchmark: "
+                        + metrics.describe_normalisation(points, style.name, style.number) + ".",
+                        fontsize=6, ha="left", va="bottom", wrap=True)
+        footnote = (0.25 + 0.1 * (len(text.get_text()) // 160)) / fig.get_figheight()
+    fig.tight_layout(w_pad=0.8, h_pad=1.2, rect=(0, footnote, 1, 1))
     style.save(fig, out)
+
+
+def interval_bar(ax, y: float, value: float, low: float, high: float, colour: str) -> None:
+    """A confidence interval as a bar and its point estimate as a dot, which stays visible when
+    the interval has no width (every bootstrap sample agrees, e.g. P = 1.00 [1.00, 1.00])."""
+    ax.barh(y, high - low, left=low, height=0.6, color=colour, alpha=0.75)
+    ax.plot(value, y, "o", ms=3.5, mfc=colour, mec="black", mew=0.8, clip_on=False, zorder=3)
 
 
 def latent(info, inputs, out):

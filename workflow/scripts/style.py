@@ -1,4 +1,4 @@
-"""One look for every table and figure: algorithm names, colours, order, figure sizes.
+"""One look for every table and figure: algorithm names, colours, order, number format, figure sizes.
 
 Colours come from the Okabe-Ito palette (readable by colour-blind readers and in greyscale
 print); each known algorithm keeps its colour in every figure, and an algorithm the suite does
@@ -7,6 +7,8 @@ The floor (random) is grey and drawn dashed.
 """
 
 from __future__ import annotations
+
+import math
 
 import matplotlib
 
@@ -33,6 +35,19 @@ COLOURS = {
     "random": "#7F7F7F",  # grey (the floor)
 }
 SPARE = ["#56B4E9", "#F0E442", "#000000", "#8C564B", "#17BECF", "#BCBD22"]
+
+
+def number(x: float, percent: bool = False) -> str:
+    """Three significant figures (at least the integer part), as every table prints a score."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if percent:
+        x, digits = 100 * x, 1
+    else:
+        digits = 0 if abs(x) >= 100 else 1 if abs(x) >= 10 else 2
+    text = f"{x:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.00"
+
 
 # Two-column paper: a full-width figure is ~7 in wide, a column ~3.4 in.
 FULL_WIDTH = 7.0

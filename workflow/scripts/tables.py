@@ -12,7 +12,6 @@ number of seeds.
 """
 
 
-import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import pandas as pd
 
 import metrics
 import style
+from style import number
 
 # research/baselines.md §4.1: Meta-World paper (arXiv 1910.10897 v2, v2 environments, garage),
 # Table 1, "average maximum success rate over all tasks, 10 seeds", meta-test, in %.
@@ -35,17 +35,6 @@ NOT_RUN = "not run"
 
 
 # ----------------------------------------------------------------------------- formatting
-
-
-def number(x: float, percent: bool = False) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    if percent:
-        x, digits = 100 * x, 1
-    else:
-        digits = 0 if abs(x) >= 100 else 1 if abs(x) >= 10 else 2
-    text = f"{x:.{digits}f}"
-    return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.00"
 
 
 def iqm_cell(r: dict, percent: bool = False) -> str:
@@ -218,8 +207,12 @@ def table_main(info, bootstrap, paths):
             stats.append(row)
         best = best_cells(stats[:3]) | {(3 + i, j) for i, j in best_cells(stats[3:], lower_is_better=True)}
         note = (f"{metrics.FAMILIES[family]} over {', '.join(benches)}; {len(seeds)} seeds per benchmark "
-                f"(seeds {', '.join(map(str, seeds))}); point estimate [95% stratified-bootstrap CI]. "
-                + ("Normalised: (R − R_random) / (R_best − R_random) per benchmark." if family == "returns" else ""))
+                f"(seeds {', '.join(map(str, seeds))}); point estimate [95% stratified-bootstrap CI]. ")
+        if family == "returns":
+            points = metrics.normalisation_points(main[main["benchmark"].isin(benches)], info["floor"])
+            note += ("Normalised per benchmark: (R − R_random) / (R_best − R_random), R_best the best mean over "
+                     "seeds among the algorithms of this table, so the scale moves with them: "
+                     + metrics.describe_normalisation(points, style.name, number) + ".")
         sections.append(Section(f"Aggregate: {metrics.FAMILIES[family]}", ["Metric"] + header[1:], rows, note, best))
         poi = metrics.improvement_probabilities(matrices, info["reference"], bootstrap)
         if not poi.empty:
