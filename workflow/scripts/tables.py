@@ -40,6 +40,8 @@ NOT_RUN = "not run"
 def iqm_cell(r: dict, percent: bool = False) -> str:
     if not r or r.get("n", 0) == 0:
         return "–"
+    if r["n"] < 2:  # one seed: its score, no interval to show
+        return number(r["iqm"], percent)
     return f"{number(r['iqm'], percent)} [{number(r['ci_low'], percent)}, {number(r['ci_high'], percent)}]"
 
 
@@ -306,8 +308,10 @@ def table_ablations(info, bootstrap, paths):
             best |= {(i, 2) for i in idx if stats[i]["iqm"] == top}
     if not rows:
         rows = [["no ablations in this config", "", "", "", ""]]
+    seeds = sorted(set(scores["seed"])) if not scores.empty else []
     note = (f"{style.name(algo or '')} on {bench}, test split, final model; one setting changed at a time from the "
-            "preset's values (the default row is the main run itself).")
+            "preset's values (the default row is the main run itself). "
+            f"Seeds: {', '.join(map(str, seeds)) or 'none yet'}" + (" (one seed: no interval)." if len(seeds) == 1 else "."))
     columns = ["algorithm", "benchmark", "setting", "value", "variant", "metric", "n", "iqm", "ci_low", "ci_high", "mean", "std"]
     return (pd.DataFrame(csv, columns=columns), [Section("Ablations", header, rows, note, best)],
             f"Ablations of {style.name(algo or '')}")
