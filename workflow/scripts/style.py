@@ -38,7 +38,8 @@ SPARE = ["#56B4E9", "#F0E442", "#000000", "#8C564B", "#17BECF", "#BCBD22"]
 
 
 def number(x: float, percent: bool = False) -> str:
-    """Three significant figures (at least the integer part), as every table prints a score."""
+    """A score as every table prints it: three significant figures (whole numbers from 100 on),
+    or a rate as a percentage with one decimal."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
     if percent:
