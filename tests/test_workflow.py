@@ -369,10 +369,11 @@ def test_normalise_floor_is_zero_best_is_one():
     means = scores.groupby("algorithm")["normalised"].mean()
     assert means["random"] == pytest.approx(0.0) and means["trmrl"] == pytest.approx(1.0)
     # what tables and figures print as the 0 and 1: seed means of the last episode (+2.05)
-    points = metrics.normalisation_points(scores, "random").iloc[0]
-    assert (points["floor_algorithm"], points["best_algorithm"]) == ("random", "trmrl")
-    assert (points["floor"], points["best"]) == (pytest.approx(-8.95), pytest.approx(3.05))
-    text = metrics.describe_normalisation(metrics.normalisation_points(scores, "random"), str.upper, "{:.3f}".format)
+    points = metrics.normalisation_points(scores, "random")
+    toy = points.iloc[0]
+    assert (toy["floor_algorithm"], toy["best_algorithm"]) == ("random", "trmrl")
+    assert (toy["floor"], toy["best"]) == (pytest.approx(-8.95), pytest.approx(3.05))
+    text = metrics.describe_normalisation(points, str.upper, "{:.3f}".format)
     assert text == "Toy: 0 = -8.950 (RANDOM), 1 = 3.050 (TRMRL)"
     mats = metrics.family_matrices(scores, ["trmrl", "random"])
     assert list(mats) == ["returns"] and mats["returns"][0]["trmrl"].shape == (2, 1)
