@@ -41,6 +41,9 @@ rule train:
     benchmark:
         "benchmarks/train/{env}/{algo}/{variant}/seed{seed}.tsv"
     threads: train_resource("threads", 1)
+    # Longest time limit first: with fewer cores than jobs, starting the long runs early keeps
+    # a single long run from being the whole end of the workflow (make quick on 2 cores).
+    priority: train_resource("runtime", 60)
     resources:
         mem_mb=train_resource("mem_mb", 4000),
         runtime=train_resource("runtime", 60),
