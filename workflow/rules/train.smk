@@ -12,6 +12,7 @@ rule resolve_config:
     log:
         "logs/resolve_config/{env}/{algo}/{variant}/seed{seed}.log",
     localrule: True
+    priority: train_resource("runtime", 60)  # the train job's: so the long runs' configs come first
     params:
         preset=PRESET,
         overrides=set_args,
