@@ -20,8 +20,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 # Laptop scale: the whole pipeline on config/quick.yaml (every algorithm on PointNav and
 # HalfCheetahVel, 3 seeds, TrMRL ablations on PointNav) on every core: tables in results/tables/,
-# figures in results/figures/. About 3.5 CPU-hours, over half of it the PEARL and TrMRL
-# HalfCheetahVel runs (~22 and ~14 CPU-minutes each): 1 h 50 min on 2 cores (measured).
+# figures in results/figures/. Its measured cost is in the README.
 # Interrupted, it resumes where it stopped (each run from its checkpoint).
 quick: venv
 	$(BIN)/snakemake all --configfile config/quick.yaml --rerun-incomplete

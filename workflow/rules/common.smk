@@ -109,6 +109,11 @@ def train_resource(name, fallback):
     return get
 
 
+# A train job's time limit (minutes), also its priority and its config's: the longest runs
+# start first, so with fewer cores than jobs no single long run is the whole end of the workflow.
+train_runtime = train_resource("runtime", 60)
+
+
 def eval_resource(name, fallback):
     return EVAL_RESOURCES.get(name, fallback)
 

@@ -5,14 +5,13 @@
 # algorithm's presets reruns only the runs whose resolved settings changed (see
 # resolved_settings in common.smk), not every training job.
 
-
 rule resolve_config:
     output:
         "results/configs/{env}/{algo}/{variant}/seed{seed}.yaml",
     log:
         "logs/resolve_config/{env}/{algo}/{variant}/seed{seed}.log",
     localrule: True
-    priority: train_resource("runtime", 60)  # the train job's: so the long runs' configs come first
+    priority: train_runtime
     params:
         preset=PRESET,
         overrides=set_args,
@@ -42,12 +41,10 @@ rule train:
     benchmark:
         "benchmarks/train/{env}/{algo}/{variant}/seed{seed}.tsv"
     threads: train_resource("threads", 1)
-    # Longest time limit first: with fewer cores than jobs, starting the long runs early keeps
-    # a single long run from being the whole end of the workflow (make quick on 2 cores).
-    priority: train_resource("runtime", 60)
+    priority: train_runtime
     resources:
         mem_mb=train_resource("mem_mb", 4000),
-        runtime=train_resource("runtime", 60),
+        runtime=train_runtime,
         gpu=train_resource("gpu", 0),
     retries: RETRIES["train"]
     shell:
