@@ -130,6 +130,47 @@ def test_causal_mask(layernorm):
 # (c) head inputs ------------------------------------------------------------------------------
 
 
+def test_written_out_attention_matches_multihead_attention():
+    """EncoderBlock._attend is nn.MultiheadAttention's function on its own parameters, for a
+    causal self-attention mask and for one query per row with a key padding mask."""
+    model = make(0, **MUJOCO)
+    block, s = model.layers[0], model.settings
+    x = torch.randn(6, s.window, s.d_model)
+    mask = model.causal_mask
+    ours = block._attend(x, x, mask)
+    ref = block.self_attn(x, x, x, attn_mask=mask, need_weights=False)[0]
+    assert torch.allclose(ours, ref, atol=1e-5, rtol=1e-5)
+    newest = torch.tensor([0, 1, 2, 3, 4, 2])
+    hidden = torch.arange(s.window)[None, :] > newest[:, None]
+    query = x[torch.arange(6), newest].unsqueeze(1)
+    ours = block._attend(query, x, hidden[:, None, None, :])
+    ref = block.self_attn(query, x, x, key_padding_mask=hidden, need_weights=False)[0]
+    assert torch.allclose(ours, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("layernorm", ["none", "post", "pre"])
+def test_newest_only_last_block_matches_full_encoder(layernorm):
+    """"latest" computes the last block at the newest position only; it must equal the full
+    encoder's output there, for every fill level of the window, with and without gradients."""
+    model = make(0, layernorm=layernorm)
+    s = model.settings
+    w, _ = windows_batch(3 * s.window, s)
+    lengths = torch.arange(3 * s.window) % s.window + 1  # every fill count, three times
+    full = model.encode(w, lengths)
+    latest = model.head_input(w, lengths)
+    rows = torch.arange(len(lengths))
+    assert torch.allclose(latest, full[rows, lengths - 1], atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        assert torch.allclose(model.head_input(w, lengths), latest, atol=1e-6, rtol=0)
+    # and the gradients through it are the full encoder's gradients at that position
+    latest.sum().backward()
+    grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    model.zero_grad()
+    full[rows, lengths - 1].sum().backward()
+    for g, p in zip(grads, (p for p in model.parameters() if p.grad is not None)):
+        assert torch.allclose(g, p.grad, atol=1e-5, rtol=1e-4)
+
+
 def test_head_inputs():
     latest = make(0)
     s = latest.settings
@@ -139,7 +180,7 @@ def test_head_inputs():
     e = latest.head_input(w, lengths)
     assert e.shape == (8, s.d_model)
     for b in range(8):
-        assert torch.allclose(e[b], enc[b, lengths[b] - 1])
+        assert torch.allclose(e[b], enc[b, lengths[b] - 1], atol=1e-5)  # last block: newest only
 
     mixed = make(0, policy_head_input="mixed")
     m = mixed.head_input(w, lengths)
@@ -148,7 +189,7 @@ def test_head_inputs():
     menc = mixed.encode(w, lengths)
     for b in range(8):
         assert torch.allclose(m[b, : s.d_model], emb[b, lengths[b] - 1])
-        assert torch.allclose(m[b, s.d_model:], menc[b, lengths[b] - 1])
+        assert torch.allclose(m[b, s.d_model:], menc[b, lengths[b] - 1], atol=1e-5)
 
     full = make(0, policy_head_input="full")
     f = full.head_input(w, lengths)

@@ -86,9 +86,11 @@ class TrMRLAgent(Agent):
         self.policy = TrMRLPolicy(self.settings).to(device)
         vf_input = self.policy.head_in_dim if c.share_network else env.token_dim
         self.value = GaussianValueMLP(vf_input).to(device)
-        self.policy_opt = torch.optim.AdamW(self.policy.parameters(), lr=c.policy_lr, weight_decay=c.weight_decay)
+        # foreach: the same update in fewer calls (on CPU PyTorch loops over the tensors by default)
+        self.policy_opt = torch.optim.AdamW(self.policy.parameters(), lr=c.policy_lr, weight_decay=c.weight_decay,
+                                            foreach=True)
         vf_params = list(self.value.parameters()) + (list(self.policy.parameters()) if c.share_network else [])
-        self.value_opt = torch.optim.AdamW(vf_params, lr=c.vf_lr, weight_decay=c.weight_decay)
+        self.value_opt = torch.optim.AdamW(vf_params, lr=c.vf_lr, weight_decay=c.weight_decay, foreach=True)
         # The original counts an "epoch" as ppo_epochs * batch // minibatch gradient steps
         # (nominal; the partial minibatch makes the real count a little higher).
         batch_steps = c.meta_batch_size * env.train_episodes * env.episode_length

@@ -16,14 +16,17 @@ luckeciano/transformers-metarl; research/trmrl.md §1), and how this module foll
   (`layernorm="none"`, TrMRL's `--remove_ln`): x ← x + MHA(x); x ← x + W2·ReLU(W1·x + b1) + b2;
   no final norm. `"post"` is the standard post-LN block (what the original builds without
   `--remove_ln`: `nn.TransformerEncoderLayer`, no final norm); `"pre"` is a pre-LN block with a
-  final LayerNorm, which the original does not have (an ablation only). Attention is
-  `nn.MultiheadAttention`, which keeps Q, K and V in one `in_proj_weight`; parameters are
-  registered in the original's order and under its names (`self_attn.in_proj_weight`,
-  `self_attn.out_proj`, `linear1`, `linear2`).
+  final LayerNorm, which the original does not have (an ablation only). Attention is an
+  `nn.MultiheadAttention` module, which keeps Q, K and V in one `in_proj_weight`; parameters
+  are registered in the original's order and under its names (`self_attn.in_proj_weight`,
+  `self_attn.out_proj`, `linear1`, `linear2`). Its function is written out with those
+  parameters (`EncoderBlock._attend`; a test checks it against the module's own forward).
 * **Episodic memory e_t** (§1.4, `--policy_head_input`): `"latest"` (the paper's setting) is the
   encoder output at the newest position; `"mixed"` concatenates [embedding of the newest token
   (before the positional encoding), e_t] in that order, as the original does; `"full"` flattens
-  the outputs at all `window` positions, padded ones included, as the original does.
+  the outputs at all `window` positions, padded ones included, as the original does. For
+  "latest" and "mixed" the last block is computed at the newest position only (the original
+  computes every position and picks one; the same numbers up to float rounding).
 * **Policy head** (§1.4, garage's `GaussianMLPModule`): MLP head_in → 64 → 64 → act_dim with tanh
   hidden units and a linear output; hidden weights Xavier-uniform, output weights Xavier-uniform
   with gain `output_gain` (1.0 HalfCheetah, 0.01 AntDir/Meta-World), all biases 0. The std is
@@ -108,21 +111,61 @@ class EncoderBlock(nn.Module):
             self.norm1 = nn.LayerNorm(d_model)
             self.norm2 = nn.LayerNorm(d_model)
 
-    def _attend(self, x: Tensor, mask: Tensor) -> Tensor:
-        return self.self_attn(x, x, x, attn_mask=mask, need_weights=False)[0]
+    def _attend(self, query: Tensor, memory: Tensor, hidden: Tensor) -> Tensor:
+        """`self_attn(query, memory, memory)` with True in `hidden` = may not attend (a mask that
+        broadcasts to (B, heads, queries, keys)), written out: the same parameters and function
+        (equal up to float rounding). On CPU, MultiheadAttention's general path and its fused
+        kernel cost more than the work on windows of a few tokens with 8-16-wide heads."""
+        attn = self.self_attn
+        d, heads = attn.embed_dim, attn.num_heads
+        if query is memory:  # self-attention: one matmul for Q, K and V
+            q, k, v = F.linear(memory, attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1)
+        else:
+            q = F.linear(query, attn.in_proj_weight[:d], attn.in_proj_bias[:d])
+            k, v = F.linear(memory, attn.in_proj_weight[d:], attn.in_proj_bias[d:]).chunk(2, -1)
+
+        def split_heads(t: Tensor) -> Tensor:  # (B, L, d) -> (B, heads, L, d / heads)
+            return t.reshape(t.shape[0], t.shape[1], heads, d // heads).transpose(1, 2)
+
+        q, k, v = split_heads(q), split_heads(k), split_heads(v)
+        scores = (q * (d // heads) ** -0.5) @ k.transpose(-1, -2)
+        weights = scores.masked_fill(hidden, float("-inf")).softmax(-1)
+        out = (weights @ v).transpose(1, 2).reshape(query.shape)
+        return attn.out_proj(out)
 
     def _feed_forward(self, x: Tensor) -> Tensor:
         return self.linear2(F.relu(self.linear1(x)))
 
+    def forward_newest(self, x: Tensor, newest: Tensor) -> Tensor:
+        """`forward(x, causal_mask)` at one position per row, `newest` (B,), → (B, d_model).
+
+        The same numbers up to float rounding: that position's row of the causal mask hides the
+        positions after it. Only its query, attention output and feed-forward are computed, so
+        the last block does about a `window`-th of that work (what the "latest" and "mixed"
+        heads read is nothing more)."""
+        rows = torch.arange(x.shape[0], device=x.device)
+        hidden = (torch.arange(x.shape[1], device=x.device) > newest[:, None])[:, None, None, :]
+        query = x[rows, newest].unsqueeze(1)
+        if self.layernorm == "none":
+            q = query + self._attend(query, x, hidden)
+            out = q + self._feed_forward(q)
+        elif self.layernorm == "post":
+            q = self.norm1(query + self._attend(query, x, hidden))
+            out = self.norm2(q + self._feed_forward(q))
+        else:  # "pre"
+            q = query + self._attend(self.norm1(query), self.norm1(x), hidden)
+            out = q + self._feed_forward(self.norm2(q))
+        return out.squeeze(1)
+
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         if self.layernorm == "none":  # TrMRL: residual sums only, nothing normalises the stream
-            x = x + self._attend(x, mask)
+            x = x + self._attend(x, x, mask)
             return x + self._feed_forward(x)
         if self.layernorm == "post":
-            x = self.norm1(x + self._attend(x, mask))
+            x = self.norm1(x + self._attend(x, x, mask))
             return self.norm2(x + self._feed_forward(x))
         h = self.norm1(x)  # "pre"
-        x = x + self._attend(h, mask)
+        x = x + self._attend(h, h, mask)
         return x + self._feed_forward(self.norm2(x))
 
 
@@ -197,10 +240,15 @@ class TrMRLPolicy(nn.Module):
             )
         return self.embedding(windows)
 
-    def _run_encoder(self, embedded: Tensor) -> Tensor:
+    def _run_encoder(self, embedded: Tensor, newest: Tensor | None = None) -> Tensor:
+        """Encoder output at every position (B, window, d_model), or with `newest` (B,) only at
+        that position of each row (B, d_model), the last block computing nothing else."""
         x = embedded + self.pos_encoding
-        for block in self.layers:
+        blocks = list(self.layers)
+        for block in blocks if newest is None else blocks[:-1]:
             x = block(x, self.causal_mask)
+        if newest is not None:
+            x = blocks[-1].forward_newest(x, newest)
         if self.final_norm is not None:
             x = self.final_norm(x)
         return x
@@ -216,13 +264,13 @@ class TrMRLPolicy(nn.Module):
     def head_input(self, windows: Tensor, lengths: Tensor) -> Tensor:
         """The episodic memory e_t fed to the policy head, (B, head_in_dim)."""
         embedded = self._embed(windows)
-        out = self._run_encoder(embedded)
         mode = self.settings.policy_head_input
         if mode == "full":
+            out = self._run_encoder(embedded)
             return out.reshape(out.shape[0], -1)
-        rows = torch.arange(out.shape[0], device=out.device)
-        newest = lengths.to(device=out.device, dtype=torch.long) - 1
-        latest = out[rows, newest]
+        rows = torch.arange(embedded.shape[0], device=embedded.device)
+        newest = lengths.to(device=embedded.device, dtype=torch.long) - 1
+        latest = self._run_encoder(embedded, newest)
         if mode == "latest":
             return latest
         return torch.cat((embedded[rows, newest], latest), dim=-1)  # "mixed": [token embedding, e_t]
