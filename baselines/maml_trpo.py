@@ -43,6 +43,7 @@ from baselines.rl2 import LinearFeatureBaseline
 from metarl.agent import Agent, AgentConfig, EnvSpec, TrialSpec
 from metarl.errors import UsageError
 from metarl.ppo import gae_advantages, gaussian_entropy, gaussian_kl, gaussian_log_prob, mlp
+from metarl.seeding import agent_generator, eval_generator
 
 
 @dataclass
@@ -152,7 +153,7 @@ class MAMLTRPOAgent(Agent):
             raise UsageError("inner_steps must be at least 1 and hidden_sizes non-empty")
         self.policy = GaussianMLPPolicy(env.obs_dim, env.act_dim, config.hidden_sizes, config.init_std,
                                         config.output_gain).to(device)
-        self.train_gen = torch.Generator().manual_seed(seed)
+        self.train_gen = agent_generator(seed, "act")
         self.gen = self.train_gen
         # per-trial state (set in start_trial)
         self._spec: TrialSpec | None = None
@@ -242,7 +243,7 @@ class MAMLTRPOAgent(Agent):
     # -- acting ---------------------------------------------------------------------------------
     def start_trial(self, n: int, spec: TrialSpec) -> None:
         self._spec = spec
-        self.gen = self.train_gen if spec.training else torch.Generator().manual_seed(spec.seed)
+        self.gen = self.train_gen if spec.training else eval_generator(spec.seed)
         with torch.no_grad():
             self._slot_params = [p.detach().unsqueeze(0).repeat(n, *([1] * p.dim())) for p in self._theta()]
         steps = spec.episodes * self.env.episode_length

@@ -45,6 +45,7 @@ from torch import nn
 
 from metarl.agent import Agent, AgentConfig, EnvSpec, TrialSpec
 from metarl.ppo import mlp
+from metarl.seeding import agent_generator, agent_rng, eval_generator
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # rlkit's TanhGaussianPolicy clamp
 
@@ -233,9 +234,9 @@ class PEARLAgent(Agent):
         self.enc_buffers: dict[str, np.ndarray] = {}
         self.steps_seen = 0
         # streams: acting in training trials (torch), context sampling (numpy), updates (both)
-        self.train_gen = torch.Generator().manual_seed(seed)
-        self.update_gen = torch.Generator().manual_seed(seed + 1)
-        self.np_gen = np.random.default_rng([seed, 7])
+        self.train_gen = agent_generator(seed, "act")
+        self.update_gen = agent_generator(seed, "update")
+        self.np_gen = agent_rng(seed, "buffer")
         self.gen = self.train_gen
         self._spec: TrialSpec | None = None
 
@@ -268,7 +269,7 @@ class PEARLAgent(Agent):
     # -- acting ------------------------------------------------------------------------------
     def start_trial(self, n: int, spec: TrialSpec) -> None:
         self._spec = spec
-        self.gen = self.train_gen if spec.training else torch.Generator().manual_seed(spec.seed)
+        self.gen = self.train_gen if spec.training else eval_generator(spec.seed)
         latent = self.config.latent_dim
         self._z = torch.zeros(n, latent, device=self.device)
         self._z_mean = torch.zeros(n, latent, device=self.device)

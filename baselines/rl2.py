@@ -32,6 +32,7 @@ from torch import nn
 
 from metarl.agent import Agent, AgentConfig, EnvSpec, TrialSpec
 from metarl.ppo import discounted_returns, gae_advantages, gaussian_entropy, gaussian_log_prob, minibatches
+from metarl.seeding import agent_generator, eval_generator
 
 
 @dataclass
@@ -105,8 +106,8 @@ class RL2Agent(Agent):
         self.net = RL2Network(env.token_dim, env.act_dim, config.hidden_size, config.init_std).to(device)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=config.lr)
         self.baseline = LinearFeatureBaseline()
-        self.train_gen = torch.Generator().manual_seed(seed)
-        self.update_gen = torch.Generator().manual_seed(seed + 1)
+        self.train_gen = agent_generator(seed, "act")
+        self.update_gen = agent_generator(seed, "update")
         self.gen = self.train_gen
         self._h: torch.Tensor | None = None
 
@@ -117,7 +118,7 @@ class RL2Agent(Agent):
     # -- acting ------------------------------------------------------------------------------
     def start_trial(self, n: int, spec: TrialSpec) -> None:
         self._h = torch.zeros(1, n, self.config.hidden_size, device=self.device)  # reset per trial only
-        self.gen = self.train_gen if spec.training else torch.Generator().manual_seed(spec.seed)
+        self.gen = self.train_gen if spec.training else eval_generator(spec.seed)
 
     @torch.inference_mode()
     def act(self, tokens: np.ndarray, deterministic: np.ndarray):

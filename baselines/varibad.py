@@ -42,6 +42,7 @@ from torch import nn
 
 from metarl.agent import Agent, AgentConfig, EnvSpec, TrialSpec
 from metarl.ppo import LOG_STD_MIN, gae_advantages, gaussian_entropy, gaussian_log_prob, minibatches, mlp, ppo_clip_loss
+from metarl.seeding import agent_generator, eval_generator
 
 
 @dataclass
@@ -299,9 +300,9 @@ class VariBADAgent(Agent):
         self.buffer = TrialBuffer(c.vae_buffer_size, o, a)
         self.state_rms, self.latent_rms, self.return_rms = RunningMeanStd(o), RunningMeanStd(2 * c.latent_dim), RunningMeanStd(1)
         self.frames = 0  # training steps collected (for precollect_steps)
-        self.train_gen = torch.Generator().manual_seed(seed)
-        self.update_gen = torch.Generator().manual_seed(seed + 1)
-        self.vae_gen = torch.Generator().manual_seed(seed + 2)
+        self.train_gen = agent_generator(seed, "act")
+        self.update_gen = agent_generator(seed, "update")
+        self.vae_gen = agent_generator(seed, "vae")
         self.gen = self.train_gen
         self._h = torch.zeros(1, 0, c.encoder_hidden, device=device)
         self._fresh = np.zeros(0, bool)  # slots at the first step of an episode: nothing to encode
@@ -310,7 +311,7 @@ class VariBADAgent(Agent):
     def start_trial(self, n: int, spec: TrialSpec) -> None:
         self._h = torch.zeros(1, n, self.config.encoder_hidden, device=self.device)  # prior; reset per trial only
         self._fresh = np.ones(n, bool)
-        self.gen = self.train_gen if spec.training else torch.Generator().manual_seed(spec.seed)
+        self.gen = self.train_gen if spec.training else eval_generator(spec.seed)
 
     def start_episode(self, slots: np.ndarray) -> None:
         self._fresh[slots] = True  # the token's previous action/reward are zeros, not a transition

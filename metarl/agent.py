@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
+from metarl.seeding import agent_rng
+
 if TYPE_CHECKING:
     from metarl.envs.base import Benchmark
     from metarl.sampling import TrialBatch
@@ -92,8 +94,9 @@ class Agent(abc.ABC):
     export_memory: bool = False
 
     def __init__(self, config: AgentConfig, env: EnvSpec, device: torch.device, seed: int):
-        # The harness has seeded torch's global generator from `seed` before this runs, so
-        # weight initialisation is reproducible; `seed` is for the agent's own generators.
+        # The harness has seeded torch's global generator from its own stream of `seed` before
+        # this runs, so weight initialisation is reproducible; the agent's own generators come
+        # from `metarl.seeding.agent_generator(seed, name)` (one named stream each).
         self.config = config
         self.env = env
         self.device = device
@@ -141,7 +144,7 @@ class RandomAgent(Agent):
 
     def __init__(self, config: AgentConfig, env: EnvSpec, device: torch.device, seed: int):
         super().__init__(config, env, device, seed)
-        self._train_rng = np.random.default_rng([seed, 1])
+        self._train_rng = agent_rng(seed, "act")
         self._rng = self._train_rng
 
     def start_trial(self, n: int, spec: TrialSpec) -> None:

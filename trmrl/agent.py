@@ -37,6 +37,7 @@ from metarl.ppo import (
     minibatches,
     ppo_clip_loss,
 )
+from metarl.seeding import agent_generator, eval_generator
 from trmrl.model import TransformerSettings, TrMRLPolicy
 
 
@@ -99,8 +100,8 @@ class TrMRLAgent(Agent):
                                               c.policy_decay_end, c.policy_min_lr_factor)
         self.value_sched = exponential_decay(self.value_opt, steps_per_epoch, c.vf_decay_start,
                                              c.vf_decay_end, c.vf_min_lr_factor)
-        self.train_gen = torch.Generator().manual_seed(seed)
-        self.update_gen = torch.Generator().manual_seed(seed + 1)
+        self.train_gen = agent_generator(seed, "act")
+        self.update_gen = agent_generator(seed, "update")
         self.gen = self.train_gen
         self._windows = np.zeros((0, c.window, env.token_dim), np.float32)
         self._lengths = np.zeros(0, np.int64)
@@ -109,7 +110,7 @@ class TrMRLAgent(Agent):
     def start_trial(self, n: int, spec: TrialSpec) -> None:
         self._windows = np.zeros((n, self.config.window, self.env.token_dim), np.float32)
         self._lengths = np.zeros(n, np.int64)
-        self.gen = self.train_gen if spec.training else torch.Generator().manual_seed(spec.seed)
+        self.gen = self.train_gen if spec.training else eval_generator(spec.seed)
 
     def start_episode(self, slots: np.ndarray) -> None:
         self._windows[slots] = 0.0  # the window never crosses an episode boundary
