@@ -2,7 +2,9 @@
 
 Policy: a Gaussian MLP (tanh hidden layers, optionally a tanh on the mean as in the Meta-World
 paper's runs) with a state-independent learned log-std (optionally clipped, as garage's
-Meta-World launchers do).
+Meta-World launchers do). The environment gets clip(action_scale · a, low, high), as garage's
+`normalize(env, expected_action_scale=1/action_scale)` wrapper gives it; log-probabilities,
+adaptation and the outer step use the policy's own unclipped samples a.
 
 Trials on the shared harness: the first `exploration_episodes` episodes of a trial are run by
 the pre-update policy θ; after every episode (`end_episode`) the slot's policy is re-adapted
@@ -52,7 +54,7 @@ class MAMLTRPOConfig(AgentConfig):
     output_tanh: bool = False  # tanh on the action mean (Meta-World paper runs)
     init_std: float = 1.0  # initial action std (garage's default)
     output_gain: float = 1.0  # scale of the mean's last-layer initial weights (garage: Xavier, 1)
-    action_scale: float = 1.0  # env action = this x policy action (garage's normalize wrapper: 0.1)
+    action_scale: float = 1.0  # env action = clip(this x policy action) (garage's normalize(expected_action_scale=10): 0.1)
     min_std: float = 1e-6  # std is clipped to [min_std, max_std] (Meta-World launchers: 0.5..1.5)
     max_std: float = 1e6  # upper clip of the std
     exploration_episodes: int = 1  # episodes of a trial run by the pre-update policy; later ones are adapted
@@ -162,6 +164,7 @@ class MAMLTRPOAgent(Agent):
         self._pos = np.zeros(0, np.int64)
         self._sampled = np.zeros((0, 0), bool)
         self._behaviour_logp = np.zeros((0, 0), np.float32)
+        self._policy_actions = np.zeros((0, 0, env.act_dim), np.float32)
 
     # -- the policy as a function of its parameters -------------------------------------------
     def _theta(self) -> list[Tensor]:
@@ -229,12 +232,12 @@ class MAMLTRPOAgent(Agent):
         return adv * mask
 
     def _rows(self, obs, actions, logp_b, rewards, steps, ends, mask, group) -> _Rows:
+        """`actions` are the policy's own (unscaled, unclipped) samples, which `logp_b` scores."""
         adv = self._advantages(obs, steps, rewards, ends, mask, group)
         dev = self.device
         return _Rows(
             obs=torch.from_numpy(np.ascontiguousarray(obs)).to(dev),
-            # the batch holds environment actions; the policy's are 1/action_scale of them
-            actions=torch.from_numpy(np.ascontiguousarray(actions) / np.float32(self.config.action_scale)).to(dev),
+            actions=torch.from_numpy(np.ascontiguousarray(actions)).to(dev),
             logp_b=torch.from_numpy(np.ascontiguousarray(logp_b)).to(dev),
             adv_in=torch.from_numpy(adv).float().to(dev),
             mask_in=torch.from_numpy(mask).float().to(dev),
@@ -251,6 +254,7 @@ class MAMLTRPOAgent(Agent):
         self._pos = np.zeros(n, np.int64)
         self._sampled = np.zeros((n, spec.episodes), bool)
         self._behaviour_logp = np.zeros((n, steps), np.float32)
+        self._policy_actions = np.zeros((n, steps, self.env.act_dim), np.float32)
 
     @torch.no_grad()
     def act(self, tokens: np.ndarray, deterministic: np.ndarray):
@@ -264,13 +268,17 @@ class MAMLTRPOAgent(Agent):
         noise[torch.from_numpy(mean_only).to(self.device)] = 0.0
         actions = mean + log_std.exp() * noise
         logp = gaussian_log_prob(mean, log_std, actions).cpu().numpy()
-        actions = actions * c.action_scale
+        policy_actions = actions.cpu().numpy()
+        # garage's normalize wrapper: scale, then clip to the benchmark's bounds (the env charges
+        # its control cost on the action it is given)
+        env_actions = np.clip(policy_actions * np.float32(c.action_scale), self.env.action_low, self.env.action_high)
         # remember what this trial sampled, for the adaptation in end_episode
         active = np.flatnonzero(self._episode < self._spec.episodes)
         self._behaviour_logp[active, self._pos[active]] = logp[active]
+        self._policy_actions[active, self._pos[active]] = policy_actions[active]
         self._sampled[active, self._episode[active]] = ~mean_only[active]
         self._pos[active] += 1
-        return actions.cpu().numpy(), {"logp": logp}
+        return env_actions, {"logp": logp, "policy_action": policy_actions}
 
     def end_episode(self, slots: np.ndarray, trials) -> None:
         """Re-adapt, from θ, the slots whose next episode is post-update, on every sampled
@@ -288,7 +296,7 @@ class MAMLTRPOAgent(Agent):
         mask = (seen >= 0) & (seen < self._episode[slots, None])
         mask &= np.take_along_axis(self._sampled[slots], np.maximum(seen, 0), axis=1)
         rows = self._rows(
-            trials.obs[slots], trials.actions[slots], self._behaviour_logp[slots], trials.rewards[slots],
+            trials.obs[slots], self._policy_actions[slots], self._behaviour_logp[slots], trials.rewards[slots],
             trials.step[slots], trials.terminated[slots] | trials.truncated[slots], mask, np.arange(len(slots)),
         )
         adapted = self._adapt(self._theta(), rows, create_graph=False)
@@ -305,7 +313,7 @@ class MAMLTRPOAgent(Agent):
         n, k = batch.n, c.exploration_episodes
         posts = list(range(k, batch.episodes))
         ep, ends = batch.episode, batch.terminated | batch.truncated
-        obs, actions, rewards = (np.ascontiguousarray(a) for a in (batch.obs, batch.actions, batch.rewards))
+        obs, actions, rewards = (np.ascontiguousarray(a) for a in (batch.obs, batch.extras["policy_action"], batch.rewards))
         logp_b = np.ascontiguousarray(batch.extras["logp"])
 
         def rep(a):

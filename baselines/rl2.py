@@ -11,10 +11,12 @@ RL2Worker concatenate the episodes):
 
 - optional maximum-entropy bonus: reward += entropy_coeff · H(π) with the gradient stopped
   (garage's `entropy_method="max"`);
-- baseline: garage's `LinearFeatureBaseline` (ridge regression on [obs, obs², t, t², t³, 1]
-  over each trial, t = step index / 100), predicted with last iteration's fit, then refitted
-  on this batch; or (`baseline: shared`) a linear value head on the GRU state trained with the
-  policy (coefficient `vf_coeff`, squared error);
+- baseline: garage's `LinearFeatureBaseline` (ridge regression on [x, x², t, t², t³, 1] over
+  each trial, x the RL² observation [obs, a_{t-1}, r_{t-1}, done_{t-1}] and t = step index in
+  the trial / 100), fitted on this batch's returns and then predicted on the same batch, as
+  garage's RL2 (`tf/algos/rl2.py`, `_rl2npo.py` fit before `_process_samples` predicts); or
+  (`baseline: shared`) a linear value head on the GRU state trained with the policy
+  (coefficient `vf_coeff`, squared error);
 - GAE(γ, λ) over the whole trial, no advantage centring;
 - PPO clipped surrogate, `ppo_epochs` passes of Adam over minibatches of whole trials
   (`minibatch_trials`), back-propagating through each full trial (garage's recurrent
@@ -98,6 +100,25 @@ class LinearFeatureBaseline:
             reg *= 10
 
 
+def linear_baseline(tokens: np.ndarray, valid: np.ndarray, returns: np.ndarray) -> np.ndarray:
+    """garage's RL² baseline: a LinearFeatureBaseline fitted on this batch's valid steps
+    (features of the RL² observations and the step index within the trial), then predicted on
+    the same steps; (n, T) values, zero on padding."""
+    steps = np.broadcast_to(np.arange(valid.shape[1]), valid.shape)
+    feats = LinearFeatureBaseline.features(np.ascontiguousarray(tokens, dtype=np.float64), steps)
+    base = LinearFeatureBaseline()
+    base.fit(feats[valid], returns[valid])
+    return base.predict(feats) * valid
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, valid: torch.Tensor) -> float:
+    """1 − Var(returns − values) / Var(returns) over the valid steps (garage logs it too)."""
+    mask = valid.bool()
+    r, v = returns[mask], values[mask]
+    var = float(r.var())
+    return float(1.0 - (r - v).var() / var) if var > 0 else 0.0
+
+
 class RL2Agent(Agent):
     Config = RL2Config
 
@@ -105,7 +126,6 @@ class RL2Agent(Agent):
         super().__init__(config, env, device, seed)
         self.net = RL2Network(env.token_dim, env.act_dim, config.hidden_size, config.init_std).to(device)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=config.lr)
-        self.baseline = LinearFeatureBaseline()
         self.train_gen = agent_generator(seed, "act")
         self.update_gen = agent_generator(seed, "update")
         self.gen = self.train_gen
@@ -143,15 +163,13 @@ class RL2Agent(Agent):
             means, values, _ = self.net(tokens)
             logp_old = gaussian_log_prob(means, self._log_std(), actions)
         rewards = (rewards + c.entropy_coeff * float(entropy)) * valid.double()
-        # trial time index for the linear baseline: position within the trial
-        steps = np.broadcast_to(np.arange(batch.valid.shape[1]), batch.valid.shape)
+        returns = discounted_returns(rewards, valid.double(), c.discount)
         if c.baseline == "linear":
-            feats = LinearFeatureBaseline.features(np.ascontiguousarray(batch.obs), steps)
-            baseline = torch.from_numpy(self.baseline.predict(feats)).to(dev)
+            baseline = torch.from_numpy(linear_baseline(batch.tokens, batch.valid, returns.cpu().numpy())).to(dev)
         else:
             baseline = values.double()
         advantages = gae_advantages(rewards, baseline * valid.double(), valid.double(), c.discount, c.gae_lambda).float()
-        returns = discounted_returns(rewards, valid.double(), c.discount).float()
+        returns = returns.float()
 
         losses = []
         for idx in minibatches(batch.n, c.minibatch_trials, c.ppo_epochs, self.update_gen):
@@ -170,21 +188,20 @@ class RL2Agent(Agent):
                 nn.utils.clip_grad_norm_(self.net.parameters(), c.max_grad_norm)
             self.opt.step()
             losses.append(loss.detach())
-        if c.baseline == "linear":
-            valid_np = batch.valid
-            self.baseline.fit(feats[valid_np], returns.cpu().numpy()[valid_np])
         with torch.no_grad():
             means, _, _ = self.net(tokens)
             logp_new = gaussian_log_prob(means, self._log_std(), actions)
             kl = ((logp_old - logp_new) * valid).sum() / valid.sum()
-        return {"loss": float(torch.stack(losses).mean()), "kl": float(kl), "entropy": float(entropy)}
+        metrics = {"loss": float(torch.stack(losses).mean()), "kl": float(kl), "entropy": float(entropy)}
+        if c.baseline == "linear":
+            metrics["baseline_explained_variance"] = explained_variance(baseline, returns.double(), valid)
+        return metrics
 
     # -- persistence -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
             "net": self.net.state_dict(),
             "opt": self.opt.state_dict(),
-            "baseline": self.baseline.coeffs,
             "train_gen": self.train_gen.get_state(),
             "update_gen": self.update_gen.get_state(),
         }
@@ -192,13 +209,11 @@ class RL2Agent(Agent):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["net"])
         self.opt.load_state_dict(state["opt"])
-        self.baseline.coeffs = state["baseline"]
         self.train_gen.set_state(state["train_gen"])
         self.update_gen.set_state(state["update_gen"])
 
     def model_state(self) -> dict[str, Any]:
-        return {"net": self.net.state_dict(), "baseline": self.baseline.coeffs}
+        return {"net": self.net.state_dict()}
 
     def load_model_state(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["net"])
-        self.baseline.coeffs = state["baseline"]

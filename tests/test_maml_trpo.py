@@ -68,9 +68,10 @@ def test_trpo_step_respects_the_kl_bound():
 
 def test_line_search_shrinks_a_step_that_breaks_the_bound():
     # A trust region far beyond where the quadratic model of the KL holds: the full step's true
-    # KL exceeds the bound, so the line search must shrink it until the bound holds.
+    # KL exceeds the bound, so the line search must shrink it until the bound holds. (Whether the
+    # quadratic model under- or overestimates depends on the batch: iteration 2's underestimates.)
     setup, agent = _agent(max_kl=2.0, max_backtracks=30)
-    rows = agent._outer_rows(_train_batch(setup, agent))
+    rows = agent._outer_rows(_train_batch(setup, agent, iteration=2))
     before = [p.detach().clone() for p in agent._theta()]
     metrics = agent.trpo_step(rows)
     assert metrics["kl_full_step"] > 2.0
@@ -162,3 +163,33 @@ def test_state_dict_round_trip():
     assert a.update(batch_a) == b.update(batch_b)
     for p, q in zip(a._theta(), b._theta()):
         assert torch.equal(p, q)
+
+
+def test_env_gets_scaled_clipped_actions_and_gradients_the_policys_own():
+    """garage's normalize(expected_action_scale=10): the env gets clip(0.1 a) on MuJoCo; the
+    log-probabilities, the adaptation and the outer step use the unclipped sample a."""
+    setup = prepare(cfg.resolve("maml_trpo", "HalfCheetahVel", 1, "smoke",
+                                overrides={"device": "cpu", "init_std": 20.0}))
+    assert setup.agent_config.action_scale == 0.1
+    agent = build_agent(setup)
+    batch = _train_batch(setup, agent, n=2)
+    raw = batch.extras["policy_action"][batch.valid]
+    assert np.abs(0.1 * raw).max() > 1.0  # std 20 (policy units): some actions are clipped
+    np.testing.assert_array_equal(batch.actions[batch.valid], np.clip(np.float32(0.1) * raw, -1.0, 1.0))
+    rows = agent._outer_rows(batch)
+    np.testing.assert_array_equal(rows.actions.numpy()[: batch.n], batch.extras["policy_action"])
+    # the stored behaviour log-probabilities are those of the raw samples under θ
+    theta = [p.detach().unsqueeze(0).expand(batch.n, *p.shape) for p in agent._theta()]
+    first = torch.from_numpy(batch.episode == 0)
+    with torch.no_grad():
+        logp, _, _ = agent._logp(theta, rows.__class__(rows.obs[: batch.n], rows.actions[: batch.n],
+                                                       rows.logp_b[: batch.n], rows.adv_in[: batch.n],
+                                                       rows.mask_in[: batch.n]))
+    np.testing.assert_allclose(logp[first].numpy(), batch.extras["logp"][batch.episode == 0], rtol=1e-5, atol=1e-4)
+
+
+def test_mujoco_presets_scale_actions_as_garage():
+    for env in ("HalfCheetahVel", "HalfCheetahDir", "AntDir", "HumanoidDir"):
+        assert cfg.resolve("maml_trpo", env, 1, "paper")["action_scale"] == 0.1
+    for env in ("PointNav", "ML1-reach", "ML10", "ML45"):
+        assert cfg.resolve("maml_trpo", env, 1, "paper")["action_scale"] == 1.0

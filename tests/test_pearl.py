@@ -246,3 +246,11 @@ def test_sac_learns_a_fixed_goal_off_policy():
     direction, want = torch.tanh(mean).numpy(), goal - points
     cos = (direction * want).sum(1) / np.linalg.norm(direction, axis=1) / np.linalg.norm(want, axis=1)
     assert cos.mean() > 0.9, cos.mean()
+
+
+def test_presets_take_oysters_evaluation_exploration():
+    """num_exp_traj_eval: cheetah-vel 2, the Dir benchmarks 2, point-robot the default 1."""
+    assert cfg.resolve("pearl", "HalfCheetahVel", 1, "paper")["exp_episodes_eval"] == 2
+    assert cfg.resolve("pearl", "HalfCheetahVel", 1, "quick")["exp_episodes_eval"] == 2
+    assert cfg.resolve("pearl", "HalfCheetahDir", 1, "paper")["exp_episodes_eval"] == 2
+    assert cfg.resolve("pearl", "PointNav", 1, "paper")["exp_episodes_eval"] == 1

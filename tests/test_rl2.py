@@ -8,9 +8,11 @@ import dataclasses
 import numpy as np
 import torch
 
-from baselines.rl2 import LinearFeatureBaseline, RL2Agent
+from baselines.rl2 import LinearFeatureBaseline, RL2Agent, linear_baseline
 from metarl import config as cfg
 from metarl.agent import TrialSpec
+from metarl.sampling import run_trials
+from metarl.seeding import env_rngs, task_rng
 from metarl.training import build_agent, prepare
 
 
@@ -73,3 +75,37 @@ def test_presets_follow_garage_and_quick_changes_only_the_mujoco_std():
     ml = cfg.resolve("rl2", "ML10", 1, "paper")
     assert (ml["hidden_size"], ml["lr"], ml["min_std"], ml["max_std"], ml["init_std"]) == (256, 5e-4, 0.5, 1.5, 1.0)
     assert own(cfg.resolve("rl2", "ML10", 1, "quick")) == own(ml)
+
+
+def test_baseline_is_garages_fit_on_rl2_observations_of_this_batch():
+    """garage's RL²: the linear baseline is fitted on the RL² observation (obs, a_prev, r_prev,
+    done) of this batch, then predicts this batch (not last iteration's fit on the raw obs)."""
+    rng = np.random.default_rng(0)
+    n, T, d = 6, 40, 7
+    tokens = rng.standard_normal((n, T, d))
+    valid = np.ones((n, T), bool)
+    valid[0, 30:] = False
+    returns = rng.standard_normal((n, T))
+    values = linear_baseline(tokens, valid, returns)
+    assert np.all(values[~valid] == 0)
+    # fitted on this batch: the residuals satisfy the (ridge) normal equations of its features
+    feats = LinearFeatureBaseline.features(tokens, np.broadcast_to(np.arange(T), (n, T)))[valid]
+    assert feats.shape[1] == 2 * d + 4
+    residual = feats.T @ (returns[valid] - values[valid])
+    np.testing.assert_allclose(residual, 1e-5 * np.linalg.lstsq(feats.T @ feats + 1e-5 * np.eye(2 * d + 4),
+                                                                  feats.T @ returns[valid], rcond=None)[0], atol=1e-6)
+    # the non-observation columns of the token are features: returns made of the previous
+    # reward (the token's second-to-last column) are fitted exactly
+    target = 3.0 * tokens[..., -2] * valid
+    np.testing.assert_allclose(linear_baseline(tokens, valid, target)[valid], target[valid], atol=1e-3)
+
+
+def test_update_reports_the_baselines_explained_variance():
+    setup = prepare(cfg.resolve("rl2", "PointNav", 1, "smoke", overrides={"device": "cpu"}))
+    agent = build_agent(setup)
+    bench = setup.benchmark
+    batch = run_trials(bench.make_env(4), agent, bench.sample_train_tasks(task_rng(1, 1), 4),
+                       TrialSpec(bench.train_episodes, 0, True, 0), bench.episode_length, env_rngs(1, 1, 4),
+                       bench.obs_dim, bench.act_dim)
+    metrics = agent.update(batch)
+    assert 0.0 < metrics["baseline_explained_variance"] <= 1.0
