@@ -4,12 +4,22 @@ A VAE infers a Gaussian belief over a latent task from the trial so far; a PPO p
 [state, belief]. One trial of the harness is one BAMDP rollout of the reference (its episodes
 back to back, the belief carried across them).
 
+States carry the reference's done flag (`VariBadWrapper`, on when a trial has more than one
+episode, as every trial here): a state is [obs, flag], the flag 1.0 on the state that ended an
+episode (its final next state, by termination or time limit) and 0.0 otherwise. The reference
+resets the MDP inside the wrapper and hands the reset state only to `info['start_state']`, which
+training never reads: the first step of every later episode acts on the previous episode's final
+state (flag 1.0) and its action moves the freshly reset MDP. With `hide_reset_state` (default)
+ours does the same: that step's state, for the policy and as s_t in the VAE buffer, is the last
+episode's final state with flag 1.0, not the harness's reset observation. Everything the agent
+sees (encoder, decoders, buffer, policy and its running state statistics) uses these states.
+
 VAE (trained on its own buffer of recent trials, with its own Adam):
 - encoder: state/action/reward embedded by Linear+ReLU (32/16/16), a one-layer GRU (orthogonal
   weights, zero biases), linear heads for the mean and log-variance of the latent. The hidden
   state starts at zero (the prior q_0 = heads(0)) at the start of a trial only, and takes one
-  transition (a_t, r_t, s_{t+1}) per step, including the last step of each episode (the reset
-  state of the next episode is never encoded, as the reference's BAMDP wrapper);
+  transition (a_t, r_t, s_{t+1}) per step, including the last step of each episode (to its final
+  state, flag 1.0; the reset state of the next episode is never encoded, as the reference);
 - decoders: rewards r(s_{t+1} [, s_t, a_t]; z) by an MLP (64-32, ReLU) with MSE; optionally
   the next state s_{t+1}(s_t, a_t; z);
 - ELBO over past and future: for every belief prefix q_t (t = 0..H, the prior included), one
@@ -17,7 +27,9 @@ VAE (trained on its own buffer of recent trials, with its own Adam):
   summed over decoded steps and ELBO terms, averaged over trials; the KL of each q_t is taken to
   q_{t-1} (to N(0, I) for q_0), summed over the same ELBO terms and, as the reference's code does,
   over the batch (`kl_reference_sum`). Optional subsampling of ELBO terms and decoded steps, and
-  truncated BPTT through the encoder, as the reference.
+  truncated BPTT through the encoder, as the reference;
+- one Adam step after clipping the gradient norm of the encoder and of each decoder separately
+  (`encoder_max_grad_norm`, `decoder_max_grad_norm`), as the reference's `compute_vae_loss`.
 
 Policy: the state and the belief (mean and log-variance, as the reference's
 `get_latent_for_policy`), each normalised by running statistics and embedded (Linear+tanh, 64),
@@ -73,7 +85,8 @@ class VariBADConfig(AgentConfig):
     vae_subsample_elbos: int = 50  # ELBO terms sampled per trial (0: all)
     vae_subsample_decodes: int = 50  # decoded steps sampled per ELBO term (0: the whole trial)
     tbptt_steps: int = 50  # truncated BPTT through the encoder every N steps (0: none)
-    vae_max_grad_norm: float = 0.0  # gradient-norm clip of the VAE (0: off)
+    encoder_max_grad_norm: float = 1.0  # gradient-norm clip of the encoder (0: off)
+    decoder_max_grad_norm: float = 1.0  # gradient-norm clip of each decoder, separately (0: off)
     precollect_steps: int = 5000  # no update until this many training steps were collected
     # policy
     policy_layers: list[int] = field(default_factory=lambda: [128, 128])  # actor and critic MLPs (tanh)
@@ -96,6 +109,8 @@ class VariBADConfig(AgentConfig):
     gae_lambda: float = 0.9  # GAE τ
     max_grad_norm: float = 0.5  # policy gradient-norm clip
     proper_time_limits: bool = True  # no advantage on the time-limited last step of a trial
+    # states
+    hide_reset_state: bool = True  # a later episode's first step acts on the last final state (flag 1), as the reference
 
 
 class RunningMeanStd:
@@ -239,7 +254,8 @@ class Policy(nn.Module):
 
 class TrialBuffer:
     """The VAE's buffer of recent training trials (a ring of `capacity` trials), grown on demand.
-    Per step: [s_t | a_t | r_t | s_{t+1}]; per trial: its length."""
+    Per step: [s_t | a_t | r_t | s_{t+1}] (the agent's states, done flag included); per trial:
+    its length."""
 
     def __init__(self, capacity: int, obs_dim: int, act_dim: int):
         self.capacity, self.obs_dim, self.act_dim = capacity, obs_dim, act_dim
@@ -288,7 +304,9 @@ class VariBADAgent(Agent):
 
     def __init__(self, config: VariBADConfig, env: EnvSpec, device: torch.device, seed: int):
         super().__init__(config, env, device, seed)
-        c, o, a = config, env.obs_dim, env.act_dim
+        c, a = config, env.act_dim
+        self.done_flag = env.train_episodes > 1  # the reference's add_done_info (episodes_per_task > 1)
+        o = self.state_dim = env.obs_dim + int(self.done_flag)
         self.encoder = Encoder(o, a, c).to(device)
         self.reward_decoder = RewardDecoder(o, a, c).to(device)
         self.state_decoder = StateDecoder(o, a, c).to(device) if c.decode_state else None
@@ -306,11 +324,15 @@ class VariBADAgent(Agent):
         self.gen = self.train_gen
         self._h = torch.zeros(1, 0, c.encoder_hidden, device=device)
         self._fresh = np.zeros(0, bool)  # slots at the first step of an episode: nothing to encode
+        self._final = np.zeros((0, o), np.float32)  # each slot's last final state (flag 1)
+        self._ended = np.zeros(0, bool)  # slots that finished an episode of this trial
 
     # -- acting ------------------------------------------------------------------------------
     def start_trial(self, n: int, spec: TrialSpec) -> None:
         self._h = torch.zeros(1, n, self.config.encoder_hidden, device=self.device)  # prior; reset per trial only
         self._fresh = np.ones(n, bool)
+        self._final = np.zeros((n, self.state_dim), np.float32)
+        self._ended = np.zeros(n, bool)
         self.gen = self.train_gen if spec.training else eval_generator(spec.seed)
 
     def start_episode(self, slots: np.ndarray) -> None:
@@ -321,10 +343,34 @@ class VariBADAgent(Agent):
         idx = torch.as_tensor(slots, device=self.device)
         self._h[:, idx] = self.encoder.step(t(actions), t(next_obs), t(rewards), self._h[:, idx])
 
+    def _with_flag(self, obs: np.ndarray, flag: float) -> np.ndarray:
+        """Observations (..., obs_dim) -> the agent's states (..., state_dim), float32."""
+        obs = np.ascontiguousarray(obs, np.float32)
+        if not self.done_flag:
+            return obs
+        return np.concatenate([obs, np.full((*obs.shape[:-1], 1), flag, np.float32)], -1)
+
+    def states(self, batch) -> tuple[np.ndarray, np.ndarray]:
+        """The states of a trial record (n, L, state_dim): s_t acted on and s_{t+1} reached.
+        s_{t+1} has flag 1.0 where an episode ended (terminated or time limit), else 0.0; s_t has
+        0.0, and with `hide_reset_state` the first step of every later episode gets the previous
+        episode's final state (flag 1.0) instead of the reset observation, as the reference."""
+        ended = (batch.terminated | batch.truncated) & batch.valid
+        next_states = self._with_flag(batch.next_obs, 0.0)
+        prev_states = self._with_flag(batch.obs, 0.0)
+        if self.done_flag:
+            next_states[..., -1] = ended
+            if self.config.hide_reset_state:
+                rows, cols = np.nonzero(batch.valid & (batch.step == 0) & (batch.episode > 0))
+                prev_states[rows, cols] = next_states[rows, cols - 1]
+        return prev_states, next_states
+
     @torch.inference_mode()
     def end_episode(self, slots: np.ndarray, trials) -> None:
         last = trials.lengths[slots] - 1  # the episode's final transition, to s_T (not the next reset state)
-        self._encode(slots, trials.actions[slots, last], trials.next_obs[slots, last], trials.rewards[slots, last])
+        final = self._with_flag(trials.next_obs[slots, last], 1.0)
+        self._encode(slots, trials.actions[slots, last], final, trials.rewards[slots, last])
+        self._final[slots], self._ended[slots] = final, True
 
     def belief(self) -> torch.Tensor:
         """The current belief of every slot: [mean, log-variance] (n, 2 x latent_dim)."""
@@ -339,11 +385,15 @@ class VariBADAgent(Agent):
     @torch.inference_mode()
     def act(self, tokens: np.ndarray, deterministic: np.ndarray):
         o, a = self.env.obs_dim, self.env.act_dim
+        states = self._with_flag(tokens[:, :o], 0.0)  # mid-episode states never ended an episode
         step = np.flatnonzero(~self._fresh)
         if len(step):  # the transition that led here: (a_{t-1}, r_{t-1}, s_t)
-            self._encode(step, tokens[step, o : o + a], tokens[step, :o], tokens[step, o + a])
+            self._encode(step, tokens[step, o : o + a], states[step], tokens[step, o + a])
+        if self.done_flag and self.config.hide_reset_state:  # a later episode's first step: s_T, flag 1
+            later = self._fresh & self._ended
+            states[later] = self._final[later]
         self._fresh[:] = False
-        obs = torch.from_numpy(np.ascontiguousarray(tokens[:, :o])).to(self.device)
+        obs = torch.from_numpy(states).to(self.device)
         belief = self.belief()
         mean, _ = self._policy(obs, belief)
         log_std = self.policy.clamped_log_std()
@@ -413,8 +463,12 @@ class VariBADAgent(Agent):
         loss = c.reward_loss_coeff * rew + c.state_loss_coeff * state + c.kl_weight * kl
         self.vae_opt.zero_grad()
         loss.backward()
-        if c.vae_max_grad_norm > 0:
-            nn.utils.clip_grad_norm_(self.vae_params, c.vae_max_grad_norm)
+        if c.encoder_max_grad_norm > 0:  # the reference clips the encoder and each decoder on its own
+            nn.utils.clip_grad_norm_(self.encoder.parameters(), c.encoder_max_grad_norm)
+        if c.decoder_max_grad_norm > 0:
+            for decoder in (self.reward_decoder, self.state_decoder):
+                if decoder is not None:
+                    nn.utils.clip_grad_norm_(decoder.parameters(), c.decoder_max_grad_norm)
         self.vae_opt.step()
         return {"vae_loss": float(loss.detach()), "vae_reward_loss": float(rew.detach()),
                 "vae_state_loss": float(state.detach()), "vae_kl": float(kl.detach())}
@@ -437,7 +491,8 @@ class VariBADAgent(Agent):
     def update(self, batch) -> dict[str, float]:
         c, dev = self.config, self.device
         valid_np = batch.valid
-        self.buffer.add(batch.obs, batch.actions, batch.rewards, batch.next_obs, batch.lengths)
+        prev_states, next_states = self.states(batch)
+        self.buffer.add(prev_states, batch.actions, batch.rewards, next_states, batch.lengths)
         self.frames += batch.env_steps
         metrics = dict.fromkeys(METRICS, 0.0)
         if self.frames < c.precollect_steps:
@@ -447,7 +502,7 @@ class VariBADAgent(Agent):
         if c.norm_rewards:
             rewards = self._normalised_rewards(rewards, valid_np)
         valid = torch.from_numpy(valid_np).to(dev)
-        obs = torch.from_numpy(np.ascontiguousarray(batch.obs)).to(dev)[valid]
+        obs = torch.from_numpy(prev_states).to(dev)[valid]  # the states the rollout acted on
         beliefs = torch.from_numpy(batch.extras["belief"]).to(dev)[valid]  # as the rollout saw them
         actions = torch.from_numpy(np.ascontiguousarray(batch.actions)).to(dev)[valid]
         with torch.no_grad():

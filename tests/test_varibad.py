@@ -1,6 +1,7 @@
 """VariBAD: the ELBO terms against hand computations, the detached belief (no RL gradient into
-the encoder), the belief carried across the episodes of a trial and reset at its start, and an
-exact state_dict round trip including the VAE's trial buffer."""
+the encoder), the belief carried across the episodes of a trial and reset at its start, the done
+flag in every state the agent sees, the separate gradient clips of encoder and decoders, the
+HumanoidDir preset, and an exact state_dict round trip including the VAE's trial buffer."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def _trials(setup, agent, iteration: int = 1):
         env.close()
 
 
-def _tiny_batch(obs_dim=2, act_dim=2, lengths=(4, 3), steps=4, seed=0):
+def _tiny_batch(obs_dim=3, act_dim=2, lengths=(4, 3), steps=4, seed=0):  # PointNav: 2-d obs + done flag
     g = torch.Generator().manual_seed(seed)
     b = len(lengths)
     prev_obs = torch.randn(b, steps, obs_dim, generator=g)
@@ -143,7 +144,7 @@ def test_subsampled_elbo_counts_terms():
 
 def test_policy_gradient_does_not_reach_the_encoder():
     setup, agent = _agent()
-    obs = torch.randn(3, setup.benchmark.obs_dim)
+    obs = torch.randn(3, agent.state_dim)
     agent._h = torch.randn(1, 3, agent.config.encoder_hidden)
     mean, value = agent._policy(obs, agent.belief())  # the belief as a differentiable function of the encoder
     (mean.sum() + value.sum()).backward()
@@ -171,8 +172,9 @@ def test_belief_carries_across_episodes_and_resets_per_trial():
     ep_len = setup.benchmark.episode_length
     beliefs = batch.extras["belief"]
     t = lambda x: torch.from_numpy(np.ascontiguousarray(x))  # noqa: E731
+    _, next_states = agent.states(batch)
     with torch.no_grad():
-        mean, logvar = agent.encoder.sequence(t(batch.actions), t(batch.next_obs), t(batch.rewards))
+        mean, logvar = agent.encoder.sequence(t(batch.actions), t(next_states), t(batch.rewards))
     q = torch.cat([mean, logvar], -1).numpy()  # q_0..q_L
     np.testing.assert_allclose(beliefs, q[:, :-1], rtol=1e-5, atol=1e-6)
     assert not np.allclose(beliefs[:, ep_len], q[:, 0])  # not back to the prior at episode 2
@@ -219,3 +221,169 @@ def test_state_dict_round_trip_continues_identically():
     for name, net in a._nets().items():
         for (k, v), w in zip(net.state_dict().items(), b._nets()[name].state_dict().values()):
             assert torch.equal(v, w), (name, k)
+
+
+def _spy(obj, name, record, pick):
+    """Wrap obj.name (a method) so that every call appends pick(*args) to record."""
+    original = getattr(obj, name)
+
+    def wrapper(*args, **kwargs):
+        record.append(pick(*args))
+        return original(*args, **kwargs)
+
+    setattr(obj, name, wrapper)
+
+
+def test_done_flag_in_every_state_the_agent_sees():
+    """The reference's VariBadWrapper appends done_mdp to the state: 1.0 on the state returned by
+    the step that ended an episode (termination or time limit), 0.0 otherwise; the reset state is
+    never seen in training (the wrapper resets the MDP itself), so the first step of a later
+    episode acts on the previous episode's final state, flag 1.0. Encoder inputs, decoder inputs,
+    the VAE buffer, the policy input and its running state statistics all use these states."""
+    setup, agent = _agent(vae_updates=0, vae_subsample_elbos=0, vae_subsample_decodes=0, decode_state=True)
+    ep_len, obs_dim = setup.benchmark.episode_length, setup.benchmark.obs_dim
+    assert agent.state_dim == obs_dim + 1
+    policy_in, encoder_in = [], []
+    _spy(agent, "_policy", policy_in, lambda obs, belief: obs.clone().numpy())
+    _spy(agent.encoder, "step", encoder_in, lambda actions, next_obs, rewards, h: next_obs.clone().numpy())
+    batch = _trials(setup, agent)
+    n, steps = batch.n, 2 * ep_len
+    assert (batch.lengths == steps).all()  # PointNav never terminates: every trial is 2 x 20 steps
+    prev_states, next_states = agent.states(batch)
+    flags_next = np.zeros((n, steps))
+    flags_next[:, [ep_len - 1, steps - 1]] = 1.0  # the final state of each episode
+    flags_prev = np.zeros((n, steps))
+    flags_prev[:, ep_len] = 1.0  # the first step of episode 2 acts on episode 1's final state
+    np.testing.assert_array_equal(next_states[..., -1], flags_next)
+    np.testing.assert_array_equal(prev_states[..., -1], flags_prev)
+    np.testing.assert_array_equal(next_states[..., :-1], batch.next_obs)
+    np.testing.assert_array_equal(prev_states[:, ep_len, :-1], batch.next_obs[:, ep_len - 1])  # not the reset state
+    assert not np.array_equal(batch.obs[:, ep_len], batch.next_obs[:, ep_len - 1])
+    np.testing.assert_array_equal(prev_states[:, 1:], next_states[:, :-1])  # s_t is what the last step returned
+    # the encoder took exactly the flagged next states, in order (one transition per step)
+    np.testing.assert_array_equal(np.stack(encoder_in, 1), next_states)
+    # the policy acted on the flagged states, and the update rebuilds the same ones
+    np.testing.assert_array_equal(np.stack(policy_in, 1), prev_states)
+    # the VAE buffer holds them, and the decoders decode them
+    agent.update(batch)
+    stored_prev, _, _, stored_next, _ = agent.buffer.get(np.arange(n))
+    np.testing.assert_array_equal(stored_prev, prev_states)
+    np.testing.assert_array_equal(stored_next, next_states)
+    reward_in, state_in = [], []
+    _spy(agent.reward_decoder, "forward", reward_in, lambda z, s_prev, act, s_next: (s_prev, s_next))
+    _spy(agent.state_decoder, "forward", state_in, lambda z, s_prev, act: s_prev)
+    agent._vae_update()  # vae_batch_trials = 2 = the whole buffer, every ELBO term decodes every step
+    s_prev, s_next = reward_in[0]
+    for term in range(steps + 1):
+        np.testing.assert_array_equal(s_prev[:, term].numpy(), prev_states)
+        np.testing.assert_array_equal(s_next[:, term].numpy(), next_states)
+        np.testing.assert_array_equal(state_in[0][:, term].numpy(), prev_states)
+    # the policy's running state statistics include the flag: 1 flagged state per 40 per trial
+    assert agent.state_rms.mean.shape == (obs_dim + 1,)
+    np.testing.assert_allclose(agent.state_rms.mean[-1], 1 / steps, rtol=1e-4)
+    assert agent.policy.state_embed[0].in_features == obs_dim + 1  # the policy input grew by one
+    # hide_reset_state off: the first step of episode 2 acts on the reset observation, flag 0.0
+    setup, agent = _agent(hide_reset_state=False)
+    policy_in = []
+    _spy(agent, "_policy", policy_in, lambda obs, belief: obs.clone().numpy())
+    batch = _trials(setup, agent)
+    prev_states, next_states = agent.states(batch)
+    np.testing.assert_array_equal(prev_states[..., -1], 0.0)
+    np.testing.assert_array_equal(prev_states[..., :-1], batch.obs)
+    np.testing.assert_array_equal(next_states[..., -1], flags_next)
+    np.testing.assert_array_equal(np.stack(policy_in, 1), prev_states)
+
+
+def _applied_vae_gradient_norms(agent) -> dict[str, float]:
+    """Gradient norms of encoder and decoders as the VAE's Adam step receives them."""
+    norms: dict[str, float] = {}
+
+    def step():
+        for name in ("encoder", "reward_decoder", "state_decoder"):
+            grads = [p.grad for p in getattr(agent, name).parameters() if p.grad is not None]
+            norms[name] = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+
+    agent.vae_opt.step = step
+    agent._vae_update()
+    return norms
+
+
+def test_vae_gradients_are_clipped_per_network():
+    """vae.py (compute_vae_loss): clip_grad_norm_ on the encoder, then on each decoder, each to
+    its own norm, before the one Adam step; None (here 0) leaves that part unclipped."""
+    huge = {"decode_state": True, "reward_loss_coeff": 1e6, "state_loss_coeff": 1e6, "vae_updates": 0}
+    setup, agent = _agent(encoder_max_grad_norm=0.5, decoder_max_grad_norm=2.0, **huge)
+    batch = _trials(setup, agent)
+    agent.update(batch)  # fills the buffer, no VAE step
+    state = {k: v.clone() for k, v in agent.encoder.state_dict().items()}
+    norms = _applied_vae_gradient_norms(agent)
+    np.testing.assert_allclose(norms["encoder"], 0.5, rtol=1e-4)
+    np.testing.assert_allclose(norms["reward_decoder"], 2.0, rtol=1e-4)  # each decoder on its own: not a joint 2.0
+    np.testing.assert_allclose(norms["state_decoder"], 2.0, rtol=1e-4)
+    # encoder clipped, decoders not; then neither
+    for enc, dec in ((0.5, 0.0), (0.0, 0.0)):
+        agent.config.encoder_max_grad_norm, agent.config.decoder_max_grad_norm = enc, dec
+        agent.encoder.load_state_dict(state)
+        norms = _applied_vae_gradient_norms(agent)
+        if enc:
+            np.testing.assert_allclose(norms["encoder"], 0.5, rtol=1e-4)
+        else:
+            assert norms["encoder"] > 100
+        assert norms["reward_decoder"] > 100 and norms["state_decoder"] > 100
+
+
+def test_gradient_clip_presets_follow_the_reference_configs():
+    """encoder/decoder_max_grad_norm: 1.0 in args_{cheetah_vel,cheetah_dir,ant_dir,humanoid_dir}_
+    varibad.py (Meta-World takes cheetah_vel's), None in args_pointrobot_varibad.py."""
+    for env in ("HalfCheetahVel", "HalfCheetahDir", "AntDir", "HumanoidDir", "ML1-reach", "ML10", "ML45"):
+        c = cfg.resolve("varibad", env, 1, "paper")
+        assert (c["encoder_max_grad_norm"], c["decoder_max_grad_norm"]) == (1.0, 1.0), env
+    c = cfg.resolve("varibad", "PointNav", 1, "paper")
+    assert (c["encoder_max_grad_norm"], c["decoder_max_grad_norm"]) == (0.0, 0.0)
+
+
+def test_humanoid_dir_preset_matches_args_humanoid_dir_varibad():
+    """Every setting args_humanoid_dir_varibad.py gives (lmzintgraf/varibad ff26cd48) that the
+    agent has, on the suite's 2 x 200-step trial."""
+    c = cfg.resolve("varibad", "HumanoidDir", 1, "paper")
+    expected = {
+        "meta_batch_size": 32,  # policy_num_steps 800 x 16 processes = 12,800 steps = 32 trials of 400
+        "policy_state_embed_dim": 0, "policy_latent_embed_dim": 0,  # None: no embedding
+        "norm_state": True, "norm_latent": False, "norm_rewards": True,
+        "policy_layers": [512, 256], "policy_init": "orthogonal",
+        "ppo_epochs": 4, "ppo_minibatches": 2, "clip": 0.1,
+        "lr": 7e-4, "adam_eps": 1e-8, "init_std": 1.0, "value_coeff": 0.5, "entropy_coeff": 0.001,
+        "discount": 0.99, "gae_lambda": 0.9, "proper_time_limits": True, "max_grad_norm": 0.5,
+        "encoder_max_grad_norm": 1.0, "decoder_max_grad_norm": 1.0,
+        "vae_lr": 1e-3, "vae_buffer_size": 10000, "precollect_steps": 5000, "vae_batch_trials": 10,
+        "tbptt_steps": 0, "vae_subsample_elbos": 100, "vae_subsample_decodes": 100, "vae_updates": 10,
+        "kl_weight": 0.1, "kl_to_gauss_prior": False,
+        "action_embed_dim": 16, "state_embed_dim": 32, "reward_embed_dim": 16, "encoder_hidden": 128,
+        "latent_dim": 10,
+        "reward_loss_coeff": 1.0, "decoder_prev_state": True, "decoder_action": True,
+        "reward_decoder_layers": [64, 32], "decode_state": False,
+        "hide_reset_state": True,
+    }
+    assert {k: c[k] for k in expected} == expected
+    assert 800 * 16 == c["meta_batch_size"] * 2 * 200
+
+
+def test_done_flag_on_terminated_episodes():
+    """An episode cut by termination ends with flag 1.0 like a time-limited one (the reference's
+    done_mdp is TimeLimit's done: either), and the next episode's first step acts on it."""
+    from metarl.sampling import TrialBatch
+
+    _, agent = _agent()
+    batch = TrialBatch.allocate([None], 2, 20, 2, 2)
+    ep = [0, 0, 0, 1, 1]  # episode 1 terminated after 3 steps, episode 2 after 2
+    for t, e in enumerate(ep):
+        batch.obs[0, t] = (t, -t)
+        batch.next_obs[0, t] = (t + 0.5, -t - 0.5)
+        batch.episode[0, t], batch.step[0, t], batch.valid[0, t] = e, t - 3 * e, True
+    batch.terminated[0, [2, 4]] = True
+    batch.lengths[0] = 5
+    prev_states, next_states = agent.states(batch)
+    np.testing.assert_array_equal(next_states[0, :5, -1], [0, 0, 1, 0, 1])
+    np.testing.assert_array_equal(prev_states[0, :5, -1], [0, 0, 0, 1, 0])
+    np.testing.assert_array_equal(prev_states[0, 3], [2.5, -2.5, 1.0])  # episode 1's final state
+    assert not next_states[0, 5:].any() and not prev_states[0, 5:, -1].any()  # padding: no flags
