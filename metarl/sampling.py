@@ -5,7 +5,8 @@ slot of a `TaskBatchEnv`, all slots in lock-step: every step it builds the RL² 
 slots, makes ONE `agent.act` call for all of them, then steps the simulators. When a slot's
 episode ends (termination or the time limit) the agent is told (`end_episode`), the slot is
 reset and the next episode of its trial starts; a slot whose trial is over idles until every
-slot is done.
+slot is done. `concat_trials` joins batches of trials into one (the training loop's extra
+trials, `metarl.training.TrainSampler`).
 
 RL² token layout (what `act` receives, and `TrialBatch.tokens` stores), per slot:
 
@@ -107,6 +108,61 @@ class TrialBatch:
             episode_lengths=np.zeros((n, episodes), np.int64),
             record=record,
         )
+
+
+_FLOAT_VIEWS = ("obs", "tokens", "actions", "rewards", "next_obs", "success")
+
+
+def concat_trials(batches: Sequence[TrialBatch]) -> TrialBatch:
+    """One `TrialBatch` holding the trials of `batches`, in order.
+
+    The batches must have the same `episodes`, `episode_length`, per-step widths and `extras`
+    keys. Every array (per step, per slot, per episode, extras) is concatenated along the trial
+    axis; when every batch has its record array, the float per-step arrays of the result are
+    again views of one concatenated record. A single batch is returned as it is.
+    """
+    if not batches:
+        raise ValueError("no trial batches to concatenate")
+    first = batches[0]
+    if len(batches) == 1:
+        return first
+    for b in batches[1:]:
+        if (b.episodes, b.episode_length) != (first.episodes, first.episode_length):
+            raise ValueError(
+                f"cannot concatenate trials of {b.episodes} x {b.episode_length} steps with trials of "
+                f"{first.episodes} x {first.episode_length}"
+            )
+        if set(b.extras) != set(first.extras):
+            raise ValueError(f"extras differ: {sorted(first.extras)} vs {sorted(b.extras)}")
+
+    def cat(arrays) -> np.ndarray:
+        return np.concatenate(list(arrays), axis=0)
+
+    if all(b.record is not None for b in batches):
+        record = cat(b.record for b in batches)
+        layout = _RecordLayout(first.obs.shape[-1], first.actions.shape[-1])
+        floats = {
+            "obs": record[..., layout.obs],
+            "tokens": record[..., layout.tokens],
+            "actions": record[..., layout.actions],
+            "rewards": record[..., layout.reward],
+            "next_obs": record[..., layout.next_obs],
+            "success": record[..., layout.success],
+        }
+    else:
+        record = None
+        floats = {name: cat(getattr(b, name) for b in batches) for name in _FLOAT_VIEWS}
+    others = ("terminated", "truncated", "episode", "step", "valid", "lengths", "episode_returns",
+              "episode_success", "episode_lengths")
+    return TrialBatch(
+        tasks=[task for b in batches for task in b.tasks],
+        episodes=first.episodes,
+        episode_length=first.episode_length,
+        **floats,
+        **{name: cat(getattr(b, name) for b in batches) for name in others},
+        extras={key: cat(b.extras[key] for b in batches) for key in first.extras},
+        record=record,
+    )
 
 
 class _RecordLayout:

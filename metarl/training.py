@@ -1,12 +1,14 @@
 """The training loop, written once for every algorithm, with exact resume.
 
 Each iteration: sample `meta_batch_size` training tasks, run one training trial in each (one
-batched policy call per step), count their environment steps against the budget, let the
-agent update, log a `progress.csv` row, evaluate the test split every `eval_every` iterations
-(and before the first and after the last), and every `checkpoint_every` iterations write the
-full training state atomically. A run killed at any moment restarts from its last checkpoint
-and ends with the same bytes as one that never stopped; SIGTERM (or Ctrl-C) finishes the
-current iteration, writes a checkpoint and exits with `EXIT_PREEMPTED`.
+batched policy call per step); for an agent whose config sets `fill_batch` (TrMRL, as garage's
+sampler does) run more trials until the batch is full (see `TrainSampler`); count their
+environment steps against the budget, let the agent update, log a `progress.csv` row, evaluate
+the test split every `eval_every` iterations (and before the first and after the last), and
+every `checkpoint_every` iterations write the full training state atomically. A run killed at
+any moment restarts from its last checkpoint and ends with the same bytes as one that never
+stopped; SIGTERM (or Ctrl-C) finishes the current iteration, writes a checkpoint and exits with
+`EXIT_PREEMPTED`.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from metarl.runs import (
     save_checkpoint,
     write_json,
 )
-from metarl.sampling import run_trials
+from metarl.sampling import TrialBatch, concat_trials, run_trials
 from metarl.seeding import env_rngs, global_rng_state, seed_globals, set_global_rng_state, task_rng
 
 CHECKPOINT_NAME = "state.ckpt"
@@ -96,6 +98,57 @@ def build_agent(setup: Setup) -> Agent:
     low, high = action_bounds(setup.benchmark)
     env_spec = EnvSpec.of(setup.benchmark, low, high)
     return setup.agent_cls(setup.agent_config, env_spec, setup.device, setup.config["seed"])
+
+
+class TrainSampler:
+    """The training batch of each iteration.
+
+    First one trial in each of the iteration's `meta_batch_size` tasks, all at once. Then, while
+    the batch holds fewer than `min_steps` environment steps (episodes that terminated early,
+    e.g. a falling Ant), one more trial at a time in the next task of the iteration's list,
+    cycling from the first: tasks[0], tasks[1], ... (garage's `LocalSampler.obtain_samples`,
+    which TrMRL trains with, cycles over its per-task workers and stops as soon as the count is
+    reached). Extra trial k uses the reset generator of slot `meta_batch_size + k`, so the first
+    `meta_batch_size` trials are the same with or without the rule. `min_steps` 0: exactly
+    `meta_batch_size` trials. Every stream used here is a function of (seed, iteration), so
+    nothing needs saving for an exact resume.
+    """
+
+    def __init__(self, bench: Benchmark, seed: int, meta_batch: int, min_steps: int = 0):
+        self.bench, self.seed, self.meta_batch, self.min_steps = bench, seed, meta_batch, min_steps
+        self.spec = TrialSpec(bench.train_episodes, 0, True, 0)
+        self.env = bench.make_env(meta_batch)
+        self._single = None  # one-slot env for the extra trials, made when first needed
+
+    @classmethod
+    def for_agent(cls, bench: Benchmark, seed: int, agent_config: Any) -> "TrainSampler":
+        meta_batch = agent_config.meta_batch_size
+        full = meta_batch * bench.train_episodes * bench.episode_length
+        return cls(bench, seed, meta_batch, full if getattr(agent_config, "fill_batch", False) else 0)
+
+    def sample(self, agent: Agent, iteration: int) -> TrialBatch:
+        bench, seed, meta_batch = self.bench, self.seed, self.meta_batch
+        tasks = bench.sample_train_tasks(task_rng(seed, iteration), meta_batch)
+        batch = run_trials(self.env, agent, tasks, self.spec, bench.episode_length,
+                           env_rngs(seed, iteration, meta_batch), bench.obs_dim, bench.act_dim)
+        if batch.env_steps >= self.min_steps:
+            return batch
+        if self._single is None:
+            self._single = bench.make_env(1)
+        trials, steps, k = [batch], batch.env_steps, 0
+        while steps < self.min_steps:
+            slot = meta_batch + k
+            extra = run_trials(self._single, agent, [tasks[k % meta_batch]], self.spec, bench.episode_length,
+                               env_rngs(seed, iteration, slot + 1)[slot:], bench.obs_dim, bench.act_dim)
+            trials.append(extra)
+            steps += extra.env_steps
+            k += 1
+        return concat_trials(trials)
+
+    def close(self) -> None:
+        self.env.close()
+        if self._single is not None:
+            self._single.close()
 
 
 class _StopFlag:
@@ -167,7 +220,6 @@ def _train(setup: Setup, run_dir: Path, ckpt_path: Path, model_path: Path, confi
     agent = build_agent(setup)
     bench, run, seed = setup.benchmark, setup.run, setup.config["seed"]
     label = progress.label
-    meta_batch = setup.agent_config.meta_batch_size
     progress_log = CsvLog(run_dir / "progress.csv")
     eval_log = CsvLog(run_dir / "eval.csv", EVAL_COLUMNS)
     timings_log = CsvLog(run_dir / "timings.csv")
@@ -194,8 +246,7 @@ def _train(setup: Setup, run_dir: Path, ckpt_path: Path, model_path: Path, confi
         eval_log.append_many(evaluator.evaluate(agent, "test", iteration, env_steps))
     attempts.append({"started_at_iteration": iteration, "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
-    train_env = bench.make_env(meta_batch)
-    train_spec = TrialSpec(bench.train_episodes, 0, True, 0)
+    sampler = TrainSampler.for_agent(bench, seed, setup.agent_config)
     last_return = None
     final_test: dict[str, float] = {}  # summary of the latest evaluation: at the end, the final model's
     progress.begin(env_steps)
@@ -203,11 +254,7 @@ def _train(setup: Setup, run_dir: Path, ckpt_path: Path, model_path: Path, confi
         while env_steps < run.total_env_steps:
             iteration += 1
             t0 = time.perf_counter()
-            tasks = bench.sample_train_tasks(task_rng(seed, iteration), meta_batch)
-            batch = run_trials(
-                train_env, agent, tasks, train_spec, bench.episode_length,
-                env_rngs(seed, iteration, meta_batch), bench.obs_dim, bench.act_dim,
-            )
+            batch = sampler.sample(agent, iteration)
             env_steps += batch.env_steps
             t1 = time.perf_counter()
             metrics = agent.update(batch)
@@ -267,7 +314,7 @@ def _train(setup: Setup, run_dir: Path, ckpt_path: Path, model_path: Path, confi
                 return EXIT_PREEMPTED
     finally:
         progress.close()
-        train_env.close()
+        sampler.close()
         evaluator.close()
 
     write_json(run_dir / "metadata.json", metadata(setup.device, run.threads, {

@@ -1,15 +1,16 @@
 """The trial sampler: RL² token layout, resets at every episode start, trial boundaries,
-termination vs truncation, step counting, one batched act call per step."""
+termination vs truncation, step counting, one batched act call per step; joining batches."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from metarl.agent import Agent, AgentConfig, EnvSpec, TrialSpec
 from metarl.envs import get_benchmark
 from metarl.envs.base import Task, TaskBatchEnv
-from metarl.sampling import make_tokens, run_trials
+from metarl.sampling import concat_trials, make_tokens, run_trials
 
 
 class ScriptedAgent(Agent):
@@ -177,3 +178,58 @@ def test_eval_trials_deterministic_after_exploration():
     seen.clear()
     run_trials(env, agent, tasks, TrialSpec(2, 0, True, 0), T, [np.random.default_rng(k) for k in range(2)], 2, 2)
     assert not np.any(seen)
+
+
+def _falling_batch(fall_at, episodes=2, T=6, label="t"):
+    env = FallingEnv(len(fall_at), fall_at=fall_at)
+    spec = EnvSpec("toy", 1, 1, 4, env.action_low, env.action_high, T, episodes, episodes)
+    tasks = [Task({"k": k}, f"{label}{k}") for k in range(len(fall_at))]
+    return run_trials(env, ScriptedAgent(spec, len(fall_at)), tasks, TrialSpec(episodes, 0, True, 0), T,
+                      [np.random.default_rng(k) for k in range(len(fall_at))], 1, 1)
+
+
+def test_concat_trials_joins_every_array_in_order():
+    a, b, c = _falling_batch([0, 2], label="a"), _falling_batch([3]), _falling_batch([0, 5, 1], label="c")
+    merged = concat_trials([a, b, c])
+    parts = (a, b, c)
+    assert merged.n == 6 and [t.label for t in merged.tasks] == ["a0", "a1", "t0", "c0", "c1", "c2"]
+    assert (merged.episodes, merged.episode_length) == (2, 6)
+    assert merged.env_steps == a.env_steps + b.env_steps + c.env_steps == 12 + 4 + 6 + 12 + 10 + 2
+    np.testing.assert_array_equal(merged.lengths, [12, 4, 6, 12, 10, 2])
+    for name in ("obs", "tokens", "actions", "rewards", "next_obs", "success", "terminated", "truncated",
+                 "episode", "step", "valid", "lengths", "episode_returns", "episode_success", "episode_lengths"):
+        value = getattr(merged, name)
+        assert value.shape == (6, *getattr(a, name).shape[1:]) and value.dtype == getattr(a, name).dtype, name
+        np.testing.assert_array_equal(value, np.concatenate([getattr(p, name) for p in parts]), err_msg=name)
+    assert merged.tokens.shape == (6, 12, 4) and merged.episode_returns.shape == (6, 2)
+    # extras: the agent's per-step outputs, joined the same way
+    assert set(merged.extras) == {"counter"}
+    np.testing.assert_array_equal(merged.extras["counter"], np.concatenate([p.extras["counter"] for p in parts]))
+    assert merged.extras["counter"].shape == (6, 12)
+    # the float per-step arrays are again views of one record
+    assert merged.record.shape[0] == 6
+    for name in ("obs", "tokens", "actions", "rewards", "next_obs", "success"):
+        assert np.shares_memory(getattr(merged, name), merged.record), name
+    # the inputs are left as they were
+    assert a.n == 2 and a.record.shape[0] == 2
+
+
+def test_concat_trials_of_one_batch_is_that_batch_and_mismatches_are_refused():
+    a = _falling_batch([0, 2])
+    assert concat_trials([a]) is a
+    with pytest.raises(ValueError, match="no trial batches"):
+        concat_trials([])
+    with pytest.raises(ValueError, match="cannot concatenate"):
+        concat_trials([a, _falling_batch([0], episodes=3)])
+    with pytest.raises(ValueError, match="cannot concatenate"):
+        concat_trials([a, _falling_batch([0], T=5)])
+    other = _falling_batch([1])
+    other.extras["more"] = np.zeros((1, 12))
+    with pytest.raises(ValueError, match="extras differ"):
+        concat_trials([a, other])
+    # without record arrays the float arrays are plain concatenations
+    b = _falling_batch([4])
+    a.record = b.record = None
+    merged = concat_trials([a, b])
+    assert merged.record is None
+    np.testing.assert_array_equal(merged.tokens, np.concatenate([a.tokens, b.tokens]))

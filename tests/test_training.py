@@ -179,3 +179,118 @@ def test_resume_after_outputs_deleted(tmp_path, reference):
     run_cli(SMOKE + ["--set", "total_env_steps=16000"], cwd=tmp_path)
     assert files_of(tmp_path / RUN, ("progress.csv", "eval.csv", "config.yaml")) == {
         k: reference[k] for k in ("progress.csv", "eval.csv", "config.yaml")}
+
+
+# ----------------------------------------------------------------------------- fill_batch (TrMRL)
+# garage's LocalSampler, which TrMRL trains with, keeps starting trials (cycling over the
+# iteration's tasks) until the iteration has meta_batch x episodes x episode_length steps.
+
+ANT = ["train", "--algo", "trmrl", "--env", "AntDir", "--seed", "1", "--preset", "smoke"]
+ANT_RUN = run_dir_for("AntDir", "trmrl", "default", 1)
+ANT_FULL = 2 * 2 * 200  # smoke meta_batch 2 x 2 episodes x 200 steps
+
+
+def _iteration_steps(progress: bytes) -> list[int]:
+    steps = [int(line.split(b",")[1]) for line in progress.splitlines()[1:]]
+    return [b - a for a, b in zip([0] + steps, steps)]
+
+
+@pytest.fixture(scope="module")
+def ant_reference(tmp_path_factory) -> dict[str, bytes]:
+    work = tmp_path_factory.mktemp("ant")
+    run_cli(ANT, cwd=work)
+    return files_of(work / ANT_RUN, ("progress.csv", "eval.csv", "config.yaml"))
+
+
+def _trmrl_setup(env: str, **overrides):
+    from metarl import config as cfg
+    from metarl.training import prepare
+
+    return prepare(cfg.resolve("trmrl", env, 1, "smoke", overrides={"device": "cpu", **overrides}))
+
+
+def test_fill_batch_adds_trials_in_task_order_until_the_batch_is_full():
+    import math
+
+    import numpy as np
+
+    from metarl.training import TrainSampler, build_agent
+
+    setup = _trmrl_setup("AntDir")
+    bench = setup.benchmark
+    assert setup.agent_config.fill_batch  # TrMRL's presets turn the rule on
+    on = TrainSampler.for_agent(bench, 1, setup.agent_config)
+    off = TrainSampler(bench, 1, 2)
+    assert (on.min_steps, off.min_steps) == (ANT_FULL, 0)
+    extra_seen = False
+    try:
+        for iteration in (1, 2, 3):
+            agent_on, agent_off = build_agent(setup), build_agent(setup)  # identical agents
+            plain = off.sample(agent_off, iteration)
+            full = on.sample(agent_on, iteration)
+            assert plain.n == 2  # off: exactly meta_batch trials, as every other algorithm
+            assert full.env_steps >= ANT_FULL
+            extra = full.n - 2
+            if plain.env_steps >= ANT_FULL:
+                assert extra == 0
+                continue
+            extra_seen = True
+            # the first meta_batch trials are those of the plain sampler
+            for name in ("tokens", "actions", "rewards", "lengths", "episode_returns"):
+                np.testing.assert_array_equal(getattr(full, name)[:2], getattr(plain, name), err_msg=name)
+            assert full.tasks[:2] == plain.tasks
+            # extra trial k runs in task k mod meta_batch, with its own reset noise
+            for k in range(extra):
+                assert full.tasks[2 + k] == plain.tasks[k % 2]
+                assert not np.array_equal(full.obs[2 + k, 0], full.obs[k % 2, 0])
+            # it stops as soon as the count is reached
+            assert full.env_steps - int(full.lengths[-1]) < ANT_FULL
+            # the update takes the larger batch; its gradient steps (and so the lr schedule) follow it
+            c = agent_on.config
+            metrics = agent_on.update(full)
+            assert all(math.isfinite(v) for v in metrics.values())
+            assert agent_on.policy_sched.last_epoch == c.ppo_epochs * math.ceil(full.env_steps / c.minibatch_size)
+    finally:
+        on.close()
+        off.close()
+    assert extra_seen, "no episode terminated early in 3 iterations: pick other iterations"
+
+
+def test_fill_batch_on_antdir_every_iteration_is_full(tmp_path, ant_reference):
+    assert b"fill_batch: true" in ant_reference["config.yaml"]
+    assert all(s >= ANT_FULL for s in _iteration_steps(ant_reference["progress.csv"]))
+    run_cli(ANT + ["--set", "fill_batch=false"], cwd=tmp_path)
+    off = _iteration_steps((tmp_path / ANT_RUN / "progress.csv").read_bytes())
+    assert min(off) < ANT_FULL  # falls shrink the batch without the rule
+
+
+def test_fill_batch_sigkill_then_resume_gives_same_bytes(tmp_path, ant_reference):
+    ckpt = tmp_path / ckpt_dir_for(ANT_RUN) / "state.ckpt"
+    proc = popen_cli(ANT, cwd=tmp_path)
+    _wait_for(ckpt, proc)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "finished before it could be killed; make the run longer"
+    resumed = run_cli(ANT, cwd=tmp_path)
+    assert "resuming from iteration" in resumed.stderr
+    assert files_of(tmp_path / ANT_RUN) == {k: ant_reference[k] for k in ("progress.csv", "eval.csv")}
+
+
+@pytest.mark.parametrize("env,steps", [("PointNav", 2000), ("HalfCheetahVel", 2400)])
+def test_fill_batch_changes_nothing_where_no_episode_ends_early(tmp_path, env, steps):
+    import torch
+
+    run = run_dir_for(env, "trmrl", "default", 1)
+    runs = {}
+    for flag in ("true", "false"):
+        work = tmp_path / flag
+        work.mkdir()
+        run_cli(["train", "--algo", "trmrl", "--env", env, "--seed", "1", "--preset", "smoke",
+                 "--set", f"fill_batch={flag}", "--set", f"total_env_steps={steps}"], cwd=work)
+        runs[flag] = work / run
+    assert files_of(runs["true"]) == files_of(runs["false"])
+    on, off = (torch.load(runs[f] / "model.pt", weights_only=False)["state"] for f in ("true", "false"))
+    for part in on:
+        for name, tensor in on[part].items():
+            assert torch.equal(tensor, off[part][name]), (part, name)

@@ -86,6 +86,8 @@ def test_paper_presets_carry_the_reference_table():
     assert (ml["d_model"], ml["heads"], ml["dim_ff"], ml["gae_lambda"], ml["minibatch_size"], ml["meta_batch_size"]) == (
         32, 4, 128, 0.95, 32, 25)
     assert cfg.resolve("trmrl", "ML45", 1, "paper")["meta_batch_size"] == 45
+    # the original's sampler fills every iteration to meta_batch x episodes x episode_length steps
+    assert vel["fill_batch"] and ant["fill_batch"] and ml["fill_batch"]
     # quick differs from paper in the budget and, on MuJoCo, only in the transformer's width
     quick = cfg.resolve("trmrl", "HalfCheetahVel", 1, "quick")
     def own(resolved):  # the algorithm's own settings, without the harness's

@@ -70,6 +70,8 @@ class TrMRLConfig(AgentConfig):
     vf_decay_start: int = 0  # the same for the value function
     vf_decay_end: int = 0  # (end <= start: constant)
     vf_min_lr_factor: float = 1.0  # value-function lr floor factor
+    # sampling (research/trmrl.md §2): read by the harness (metarl.training.TrainSampler)
+    fill_batch: bool = True  # more trials (tasks in order) until meta_batch_size x episodes x ep. length steps
 
 
 class TrMRLAgent(Agent):
@@ -93,7 +95,10 @@ class TrMRLAgent(Agent):
         vf_params = list(self.value.parameters()) + (list(self.policy.parameters()) if c.share_network else [])
         self.value_opt = torch.optim.AdamW(vf_params, lr=c.vf_lr, weight_decay=c.weight_decay, foreach=True)
         # The original counts an "epoch" as ppo_epochs * batch // minibatch gradient steps
-        # (nominal; the partial minibatch makes the real count a little higher).
+        # (nominal; the partial minibatch makes the real count a little higher). With
+        # `fill_batch` a batch holds at least the nominal steps (more trials than meta_batch_size
+        # when episodes end early); the update takes any number of trials, and the number of
+        # gradient steps grows with the batch, as in the original.
         batch_steps = c.meta_batch_size * env.train_episodes * env.episode_length
         steps_per_epoch = max(1, c.ppo_epochs * batch_steps // c.minibatch_size)
         self.policy_sched = exponential_decay(self.policy_opt, steps_per_epoch, c.policy_decay_start,
