@@ -91,14 +91,9 @@ class TrialBatch:
             tasks=list(tasks),
             episodes=episodes,
             episode_length=episode_length,
-            obs=record[..., layout.obs],
-            tokens=record[..., layout.tokens],
-            actions=record[..., layout.actions],
-            rewards=record[..., layout.reward],
-            next_obs=record[..., layout.next_obs],
+            **layout.views(record),
             terminated=np.zeros((n, steps), bool),
             truncated=np.zeros((n, steps), bool),
-            success=record[..., layout.success],
             episode=np.full((n, steps), -1, np.int32),
             step=np.zeros((n, steps), np.int32),
             valid=np.zeros((n, steps), bool),
@@ -110,7 +105,7 @@ class TrialBatch:
         )
 
 
-_FLOAT_VIEWS = ("obs", "tokens", "actions", "rewards", "next_obs", "success")
+_FLOAT_VIEWS = ("obs", "tokens", "actions", "rewards", "next_obs", "success")  # = _RecordLayout.views
 
 
 def concat_trials(batches: Sequence[TrialBatch]) -> TrialBatch:
@@ -140,15 +135,7 @@ def concat_trials(batches: Sequence[TrialBatch]) -> TrialBatch:
 
     if all(b.record is not None for b in batches):
         record = cat(b.record for b in batches)
-        layout = _RecordLayout(first.obs.shape[-1], first.actions.shape[-1])
-        floats = {
-            "obs": record[..., layout.obs],
-            "tokens": record[..., layout.tokens],
-            "actions": record[..., layout.actions],
-            "rewards": record[..., layout.reward],
-            "next_obs": record[..., layout.next_obs],
-            "success": record[..., layout.success],
-        }
+        floats = _RecordLayout(first.obs.shape[-1], first.actions.shape[-1]).views(record)
     else:
         record = None
         floats = {name: cat(getattr(b, name) for b in batches) for name in _FLOAT_VIEWS}
@@ -179,6 +166,17 @@ class _RecordLayout:
         self.terminated = self.reward + 1 + obs_dim
         self.success = self.terminated + 1
         self.width = self.success + 1
+
+    def views(self, record: np.ndarray) -> dict[str, np.ndarray]:
+        """The `TrialBatch` float arrays as views of `record` (n, L, width)."""
+        return {
+            "obs": record[..., self.obs],
+            "tokens": record[..., self.tokens],
+            "actions": record[..., self.actions],
+            "rewards": record[..., self.reward],
+            "next_obs": record[..., self.next_obs],
+            "success": record[..., self.success],
+        }
 
 
 def run_trials(

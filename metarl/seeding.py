@@ -65,8 +65,12 @@ def task_rng(seed: int, iteration: int) -> np.random.Generator:
     return np.random.default_rng([seed, _TASKS, iteration])
 
 
+def env_rng(seed: int, iteration: int, slot: int) -> np.random.Generator:
+    return np.random.default_rng([seed, _ENV, iteration, slot])
+
+
 def env_rngs(seed: int, iteration: int, n: int) -> list[np.random.Generator]:
-    return [np.random.default_rng([seed, _ENV, iteration, k]) for k in range(n)]
+    return [env_rng(seed, iteration, k) for k in range(n)]
 
 
 def eval_env_rngs(split_seed: int, split_key: int, task_indices) -> list[np.random.Generator]:

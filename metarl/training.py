@@ -44,7 +44,7 @@ from metarl.runs import (
     write_json,
 )
 from metarl.sampling import TrialBatch, concat_trials, run_trials
-from metarl.seeding import env_rngs, global_rng_state, seed_globals, set_global_rng_state, task_rng
+from metarl.seeding import env_rng, env_rngs, global_rng_state, seed_globals, set_global_rng_state, task_rng
 
 CHECKPOINT_NAME = "state.ckpt"
 
@@ -139,7 +139,7 @@ class TrainSampler:
         while steps < self.min_steps:
             slot = meta_batch + k
             extra = run_trials(self._single, agent, [tasks[k % meta_batch]], self.spec, bench.episode_length,
-                               env_rngs(seed, iteration, slot + 1)[slot:], bench.obs_dim, bench.act_dim)
+                               [env_rng(seed, iteration, slot)], bench.obs_dim, bench.act_dim)
             trials.append(extra)
             steps += extra.env_steps
             k += 1
