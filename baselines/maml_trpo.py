@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 import numpy as np
 import torch
@@ -43,6 +43,14 @@ from torch import Tensor, nn
 
 from baselines.rl2 import LinearFeatureBaseline
 from metarl.agent import Agent, AgentConfig, EnvSpec, TrialSpec
+from metarl.config import (
+    Discount,
+    Fraction,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+)
 from metarl.errors import UsageError
 from metarl.ppo import gae_advantages, gaussian_entropy, gaussian_kl, gaussian_log_prob, mlp
 from metarl.seeding import agent_generator, eval_generator
@@ -50,27 +58,35 @@ from metarl.seeding import agent_generator, eval_generator
 
 @dataclass
 class MAMLTRPOConfig(AgentConfig):
-    hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])  # policy MLP (garage: 64-64; Meta-World: 128-128)
+    hidden_sizes: list[PositiveInt] = field(default_factory=lambda: [64, 64])  # policy MLP (garage: 64-64; Meta-World: 128-128)
     output_tanh: bool = False  # tanh on the action mean (Meta-World paper runs)
-    init_std: float = 1.0  # initial action std (garage's default)
-    output_gain: float = 1.0  # scale of the mean's last-layer initial weights (garage: Xavier, 1)
-    action_scale: float = 1.0  # env action = clip(this x policy action) (garage's normalize(expected_action_scale=10): 0.1)
-    min_std: float = 1e-6  # std is clipped to [min_std, max_std] (Meta-World launchers: 0.5..1.5)
-    max_std: float = 1e6  # upper clip of the std
-    exploration_episodes: int = 1  # episodes of a trial run by the pre-update policy; later ones are adapted
+    init_std: PositiveFloat = 1.0  # initial action std (garage's default)
+    output_gain: NonNegativeFloat = 1.0  # scale of the mean's last-layer initial weights (garage: Xavier, 1)
+    action_scale: PositiveFloat = 1.0  # env action = clip(this x policy action) (garage's normalize(expected_action_scale=10): 0.1)
+    min_std: NonNegativeFloat = 1e-6  # std is clipped to [min_std, max_std] (Meta-World launchers: 0.5..1.5)
+    max_std: PositiveFloat = 1e6  # upper clip of the std
+    exploration_episodes: PositiveInt = 1  # episodes of a trial run by the pre-update policy; later ones are adapted
     stochastic_exploration: bool = True  # pre-update episodes sample actions even when the mean is asked for
-    inner_lr: float = 0.1  # inner SGD step size α (garage MAMLTRPO cheetah: 0.1; Meta-World paper: 1e-4)
-    inner_steps: int = 1  # inner gradient steps per adaptation (garage num_grad_updates)
+    inner_lr: PositiveFloat = 0.1  # inner SGD step size α (garage MAMLTRPO cheetah: 0.1; Meta-World paper: 1e-4)
+    inner_steps: PositiveInt = 1  # inner gradient steps per adaptation (garage num_grad_updates)
     first_order: bool = False  # drop the second-order term (no gradient through the inner step)
-    discount: float = 0.99  # γ
-    gae_lambda: float = 1.0  # GAE λ (garage MAML: 1)
+    discount: Discount = 0.99  # γ
+    gae_lambda: Fraction = 1.0  # GAE λ (garage MAML: 1)
     normalize_advantages: bool = True  # centre and scale advantages per task (garage center_adv)
-    entropy_coeff: float = 0.0  # maximum-entropy reward bonus, gradient stopped (Meta-World: 5e-5)
-    max_kl: float = 0.01  # TRPO trust region: max mean KL per outer step
-    cg_iters: int = 10  # conjugate-gradient iterations
-    cg_damping: float = 1e-5  # added to the Fisher-vector product (garage reg_coeff)
-    backtrack_ratio: float = 0.8  # line-search shrink factor
-    max_backtracks: int = 15  # line-search steps
+    entropy_coeff: NonNegativeFloat = 0.0  # maximum-entropy reward bonus, gradient stopped (Meta-World: 5e-5)
+    max_kl: PositiveFloat = 0.01  # TRPO trust region: max mean KL per outer step
+    cg_iters: PositiveInt = 10  # conjugate-gradient iterations
+    cg_damping: NonNegativeFloat = 1e-5  # added to the Fisher-vector product (garage reg_coeff)
+    backtrack_ratio: Annotated[float, Range(gt=0, lt=1)] = 0.8  # line-search shrink factor
+    max_backtracks: PositiveInt = 15  # line-search steps
+
+    def check(self) -> None:
+        super().check()
+        if self.min_std > self.max_std:
+            raise UsageError(f"settings 'min_std' and 'max_std': min_std ({self.min_std:g}) must not exceed "
+                             f"max_std ({self.max_std:g})")
+        if not self.hidden_sizes:
+            raise UsageError("setting 'hidden_sizes': the policy needs at least one hidden layer, got []")
 
 
 # ----------------------------------------------------------------------------- the policy

@@ -44,6 +44,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from metarl.agent import Agent, AgentConfig, EnvSpec, TrialSpec
+from metarl.config import Discount, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveFraction, PositiveInt
+from metarl.errors import UsageError
 from metarl.ppo import mlp
 from metarl.seeding import agent_generator, agent_rng, eval_generator
 
@@ -52,30 +54,36 @@ LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # rlkit's TanhGaussianPolicy clamp
 
 @dataclass
 class PEARLConfig(AgentConfig):
-    latent_dim: int = 5  # size of z (oyster default 5; garage Meta-World 7)
-    net_size: int = 300  # units per hidden layer of policy, Q and V (oyster/garage 300)
-    net_layers: int = 3  # hidden layers of policy, Q and V
-    encoder_size: int = 200  # units per hidden layer of the context encoder (oyster 200)
-    encoder_layers: int = 3  # hidden layers of the context encoder
+    latent_dim: PositiveInt = 5  # size of z (oyster default 5; garage Meta-World 7)
+    net_size: PositiveInt = 300  # units per hidden layer of policy, Q and V (oyster/garage 300)
+    net_layers: NonNegativeInt = 3  # hidden layers of policy, Q and V
+    encoder_size: PositiveInt = 200  # units per hidden layer of the context encoder (oyster 200)
+    encoder_layers: NonNegativeInt = 3  # hidden layers of the context encoder
     use_next_obs_in_context: bool = False  # context (s, a, r, s') instead of (s, a, r)
     prior_in_posterior: bool = False  # multiply the prior N(0, I) into q(z|c) (oyster/garage: no)
-    reward_scale: float = 5.0  # rewards ×scale in the Bellman target (fixes the entropy weight)
-    kl_lambda: float = 0.1  # weight of KL(q(z|c) ‖ N(0, I)) in the encoder loss
-    discount: float = 0.99  # γ
-    soft_target_tau: float = 0.005  # Polyak rate of the target V
-    lr: float = 3e-4  # Adam learning rate of policy, Q, V and encoder
-    policy_mean_reg: float = 1e-3  # penalty on the pre-tanh mean²
-    policy_std_reg: float = 1e-3  # penalty on log-std²
-    rl_meta_batch: int = 16  # tasks per gradient step (oyster meta_batch)
-    batch_size: int = 256  # RL transitions per task per gradient step
-    embedding_batch_size: int = 100  # context transitions per task per gradient step
-    grad_steps: int = 800  # gradient steps per iteration (oyster: 2000 per 5000 env steps)
-    prior_episodes: int = 1  # episodes of a training trial with z ~ prior (both buffers)
-    posterior_episodes: int = 0  # next episodes with z ~ posterior that also feed the encoder buffer
-    initial_env_steps: int = 0  # training steps collected with z ~ prior only, into both buffers
-    exp_episodes_eval: int = 1  # evaluation episodes with z ~ prior before the posterior is used
-    replay_size: int = 1_000_000  # transitions kept per task (FIFO)
-    max_tasks: int = 1000  # task buffers kept, least recently met dropped (continuous task sets)
+    reward_scale: PositiveFloat = 5.0  # rewards ×scale in the Bellman target (fixes the entropy weight)
+    kl_lambda: NonNegativeFloat = 0.1  # weight of KL(q(z|c) ‖ N(0, I)) in the encoder loss
+    discount: Discount = 0.99  # γ
+    soft_target_tau: PositiveFraction = 0.005  # Polyak rate of the target V
+    lr: PositiveFloat = 3e-4  # Adam learning rate of policy, Q, V and encoder
+    policy_mean_reg: NonNegativeFloat = 1e-3  # penalty on the pre-tanh mean²
+    policy_std_reg: NonNegativeFloat = 1e-3  # penalty on log-std²
+    rl_meta_batch: PositiveInt = 16  # tasks per gradient step (oyster meta_batch)
+    batch_size: PositiveInt = 256  # RL transitions per task per gradient step
+    embedding_batch_size: PositiveInt = 100  # context transitions per task per gradient step
+    grad_steps: NonNegativeInt = 800  # gradient steps per iteration (oyster: 2000 per 5000 env steps)
+    prior_episodes: NonNegativeInt = 1  # episodes of a training trial with z ~ prior (both buffers)
+    posterior_episodes: NonNegativeInt = 0  # next episodes with z ~ posterior that also feed the encoder buffer
+    initial_env_steps: NonNegativeInt = 0  # training steps collected with z ~ prior only, into both buffers
+    exp_episodes_eval: NonNegativeInt = 1  # evaluation episodes with z ~ prior before the posterior is used
+    replay_size: PositiveInt = 1_000_000  # transitions kept per task (FIFO)
+    max_tasks: PositiveInt = 1000  # task buffers kept, least recently met dropped (continuous task sets)
+
+    def check(self) -> None:
+        super().check()
+        if self.prior_episodes + self.posterior_episodes < 1:
+            raise UsageError("settings 'prior_episodes' and 'posterior_episodes': at least one episode of a "
+                             "training trial must feed the encoder buffer (both are 0)")
 
 
 # ----------------------------------------------------------------------------- networks

@@ -33,26 +33,34 @@ import torch
 from torch import nn
 
 from metarl.agent import Agent, AgentConfig, EnvSpec, TrialSpec
+from metarl.config import Discount, Fraction, NonNegativeFloat, PositiveFloat, PositiveInt
+from metarl.errors import UsageError
 from metarl.ppo import discounted_returns, gae_advantages, gaussian_entropy, gaussian_log_prob, minibatches
 from metarl.seeding import agent_generator, eval_generator
 
 
 @dataclass
 class RL2Config(AgentConfig):
-    hidden_size: int = 64  # GRU units (garage rl2_ppo_halfcheetah: 64; Meta-World launchers: 256)
-    init_std: float = 1.0  # initial action std (garage's default)
-    min_std: float = 1e-6  # std is clipped to [min_std, max_std] (Meta-World launchers: 0.5..1.5)
-    max_std: float = 1e6  # upper clip of the std
+    hidden_size: PositiveInt = 64  # GRU units (garage rl2_ppo_halfcheetah: 64; Meta-World launchers: 256)
+    init_std: PositiveFloat = 1.0  # initial action std (garage's default)
+    min_std: NonNegativeFloat = 1e-6  # std is clipped to [min_std, max_std] (Meta-World launchers: 0.5..1.5)
+    max_std: PositiveFloat = 1e6  # upper clip of the std
     baseline: Literal["linear", "shared"] = "linear"  # linear-feature baseline, or a value head on the GRU
-    vf_coeff: float = 0.5  # weight of the value loss with baseline: shared
-    discount: float = 0.99  # γ over the concatenated trial
-    gae_lambda: float = 0.95  # GAE λ
-    clip: float = 0.2  # PPO clip ε
-    lr: float = 1e-3  # Adam learning rate
-    ppo_epochs: int = 10  # passes over the batch
-    minibatch_trials: int = 32  # whole trials per minibatch
-    entropy_coeff: float = 0.02  # maximum-entropy reward bonus (gradient stopped); 0 = off
-    max_grad_norm: float = 0.0  # gradient-norm clip (0: off, as garage)
+    vf_coeff: NonNegativeFloat = 0.5  # weight of the value loss with baseline: shared
+    discount: Discount = 0.99  # γ over the concatenated trial
+    gae_lambda: Fraction = 0.95  # GAE λ
+    clip: PositiveFloat = 0.2  # PPO clip ε
+    lr: PositiveFloat = 1e-3  # Adam learning rate
+    ppo_epochs: PositiveInt = 10  # passes over the batch
+    minibatch_trials: PositiveInt = 32  # whole trials per minibatch
+    entropy_coeff: NonNegativeFloat = 0.02  # maximum-entropy reward bonus (gradient stopped); 0 = off
+    max_grad_norm: NonNegativeFloat = 0.0  # gradient-norm clip (0: off, as garage)
+
+    def check(self) -> None:
+        super().check()
+        if self.min_std > self.max_std:
+            raise UsageError(f"settings 'min_std' and 'max_std': min_std ({self.min_std:g}) must not exceed "
+                             f"max_std ({self.max_std:g})")
 
 
 class RL2Network(nn.Module):

@@ -53,64 +53,73 @@ import torch.nn.functional as F
 from torch import nn
 
 from metarl.agent import Agent, AgentConfig, EnvSpec, TrialSpec
+from metarl.config import Discount, Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from metarl.errors import UsageError
 from metarl.ppo import LOG_STD_MIN, gae_advantages, gaussian_entropy, gaussian_log_prob, minibatches, mlp, ppo_clip_loss
 from metarl.seeding import agent_generator, eval_generator
 
 
 @dataclass
 class VariBADConfig(AgentConfig):
-    meta_batch_size: int = 16  # trials per iteration (cheetah_vel: 400 steps x 16 processes)
+    meta_batch_size: PositiveInt = 16  # trials per iteration (cheetah_vel: 400 steps x 16 processes)
     # VAE: encoder
-    latent_dim: int = 5  # latent task dimension (HumanoidDir: 10)
-    encoder_hidden: int = 128  # GRU units
-    state_embed_dim: int = 32  # encoder/decoder state embedding
-    action_embed_dim: int = 16  # encoder/decoder action embedding
-    reward_embed_dim: int = 16  # encoder reward embedding
+    latent_dim: PositiveInt = 5  # latent task dimension (HumanoidDir: 10)
+    encoder_hidden: PositiveInt = 128  # GRU units
+    state_embed_dim: PositiveInt = 32  # encoder/decoder state embedding
+    action_embed_dim: PositiveInt = 16  # encoder/decoder action embedding
+    reward_embed_dim: PositiveInt = 16  # encoder reward embedding
     # VAE: decoders and loss
-    reward_decoder_layers: list[int] = field(default_factory=lambda: [64, 32])  # reward decoder MLP
+    reward_decoder_layers: list[PositiveInt] = field(default_factory=lambda: [64, 32])  # reward decoder MLP
     decoder_prev_state: bool = True  # reward decoder also sees s_t (input_prev_state)
     decoder_action: bool = True  # reward decoder also sees a_t (input_action)
     decode_state: bool = False  # add the state-transition decoder (off for MuJoCo)
-    state_decoder_layers: list[int] = field(default_factory=lambda: [64, 32])  # state decoder MLP
-    reward_loss_coeff: float = 1.0  # weight of the reward reconstruction
-    state_loss_coeff: float = 1.0  # weight of the state reconstruction
-    kl_weight: float = 0.1  # weight of the KL term
+    state_decoder_layers: list[PositiveInt] = field(default_factory=lambda: [64, 32])  # state decoder MLP
+    reward_loss_coeff: NonNegativeFloat = 1.0  # weight of the reward reconstruction
+    state_loss_coeff: NonNegativeFloat = 1.0  # weight of the state reconstruction
+    kl_weight: NonNegativeFloat = 0.1  # weight of the KL term
     kl_to_gauss_prior: bool = False  # KL of every q_t to N(0, I) instead of to q_{t-1}
     kl_reference_sum: bool = True  # KL summed over the batch as the reference's code does (see elbo_terms)
     # VAE: training
-    vae_lr: float = 1e-3  # Adam learning rate of encoder + decoders
-    vae_buffer_size: int = 10000  # trials kept for VAE training (oldest replaced)
-    vae_batch_trials: int = 10  # trials per VAE update
-    vae_updates: int = 1  # VAE updates per iteration (after the policy's)
-    vae_subsample_elbos: int = 50  # ELBO terms sampled per trial (0: all)
-    vae_subsample_decodes: int = 50  # decoded steps sampled per ELBO term (0: the whole trial)
-    tbptt_steps: int = 50  # truncated BPTT through the encoder every N steps (0: none)
-    encoder_max_grad_norm: float = 1.0  # gradient-norm clip of the encoder (0: off)
-    decoder_max_grad_norm: float = 1.0  # gradient-norm clip of each decoder, separately (0: off)
-    precollect_steps: int = 5000  # no update until this many training steps were collected
+    vae_lr: PositiveFloat = 1e-3  # Adam learning rate of encoder + decoders
+    vae_buffer_size: PositiveInt = 10000  # trials kept for VAE training (oldest replaced)
+    vae_batch_trials: PositiveInt = 10  # trials per VAE update
+    vae_updates: NonNegativeInt = 1  # VAE updates per iteration (after the policy's)
+    vae_subsample_elbos: NonNegativeInt = 50  # ELBO terms sampled per trial (0: all)
+    vae_subsample_decodes: NonNegativeInt = 50  # decoded steps sampled per ELBO term (0: the whole trial)
+    tbptt_steps: NonNegativeInt = 50  # truncated BPTT through the encoder every N steps (0: none)
+    encoder_max_grad_norm: NonNegativeFloat = 1.0  # gradient-norm clip of the encoder (0: off)
+    decoder_max_grad_norm: NonNegativeFloat = 1.0  # gradient-norm clip of each decoder, separately (0: off)
+    precollect_steps: NonNegativeInt = 5000  # no update until this many training steps were collected
     # policy
-    policy_layers: list[int] = field(default_factory=lambda: [128, 128])  # actor and critic MLPs (tanh)
-    policy_state_embed_dim: int = 64  # state embedding before the MLPs (0: raw state)
-    policy_latent_embed_dim: int = 64  # belief embedding before the MLPs (0: raw belief)
+    policy_layers: list[PositiveInt] = field(default_factory=lambda: [128, 128])  # actor and critic MLPs (tanh)
+    policy_state_embed_dim: NonNegativeInt = 64  # state embedding before the MLPs (0: raw state)
+    policy_latent_embed_dim: NonNegativeInt = 64  # belief embedding before the MLPs (0: raw belief)
     policy_init: Literal["normc", "orthogonal"] = "normc"  # hidden-layer initialisation
     norm_state: bool = True  # normalise the policy's state input by running statistics
     norm_latent: bool = True  # normalise the policy's belief input by running statistics
     norm_rewards: bool = True  # PPO on rewards divided by the running std of the discounted return
-    init_std: float = 1.0  # initial action std (learned, state-independent)
+    init_std: PositiveFloat = 1.0  # initial action std (learned, state-independent)
     # PPO
-    lr: float = 7e-4  # Adam learning rate of the policy
-    adam_eps: float = 1e-8  # Adam epsilon of the policy
-    ppo_epochs: int = 2  # passes over the batch
-    ppo_minibatches: int = 4  # minibatches (of steps) per pass
-    clip: float = 0.1  # PPO clip ε (also clips the value loss)
-    value_coeff: float = 0.5  # weight of the value loss
-    entropy_coeff: float = 0.01  # weight of the entropy bonus
-    discount: float = 0.97  # γ over the whole trial
-    gae_lambda: float = 0.9  # GAE τ
-    max_grad_norm: float = 0.5  # policy gradient-norm clip
+    lr: PositiveFloat = 7e-4  # Adam learning rate of the policy
+    adam_eps: PositiveFloat = 1e-8  # Adam epsilon of the policy
+    ppo_epochs: PositiveInt = 2  # passes over the batch
+    ppo_minibatches: PositiveInt = 4  # minibatches (of steps) per pass
+    clip: PositiveFloat = 0.1  # PPO clip ε (also clips the value loss)
+    value_coeff: NonNegativeFloat = 0.5  # weight of the value loss
+    entropy_coeff: NonNegativeFloat = 0.01  # weight of the entropy bonus
+    discount: Discount = 0.97  # γ over the whole trial
+    gae_lambda: Fraction = 0.9  # GAE τ
+    max_grad_norm: PositiveFloat = 0.5  # policy gradient-norm clip
     proper_time_limits: bool = True  # no advantage on the time-limited last step of a trial
     # states
     hide_reset_state: bool = True  # a later episode's first step acts on the last final state (flag 1), as the reference
+
+    def check(self) -> None:
+        super().check()
+        needed = [("reward_decoder_layers", True), ("policy_layers", True), ("state_decoder_layers", self.decode_state)]
+        for key, used in needed:
+            if used and not getattr(self, key):
+                raise UsageError(f"setting {key!r}: needs at least one layer, got []")
 
 
 class RunningMeanStd:

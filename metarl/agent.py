@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
+from metarl.config import PositiveInt
 from metarl.seeding import agent_rng
 
 if TYPE_CHECKING:
@@ -42,9 +43,15 @@ if TYPE_CHECKING:
 @dataclass
 class AgentConfig:
     """Settings every algorithm has. Subclass it (a dataclass) for an algorithm's own settings;
-    the trailing field comments are what `metarl settings --algo NAME` prints."""
+    the trailing field comments are what `metarl settings --algo NAME` prints. Declare each
+    numeric field's range with the aliases of `metarl.config` (`PositiveInt`, `Discount`, ...,
+    or `Annotated[float, Range(...)]`), and checks across fields in `check`."""
 
-    meta_batch_size: int = 20  # tasks (one trial each) sampled per training iteration
+    meta_batch_size: PositiveInt = 20  # tasks (one trial each) sampled per training iteration
+
+    def check(self) -> None:
+        """Raise `UsageError` (one line naming the settings) if settings contradict each other;
+        run by `metarl.config.resolve` after every layer is applied. Extend it with super()."""
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,15 @@
-"""`metarl`: the one command-line entry point (train, evaluate, envs, algos, config, bench).
+"""`metarl`: the one command-line entry point (train, evaluate, verify, envs, algos, config, bench).
 
 Exit codes: 0 done; 1 unexpected failure (with a traceback); 2 bad input (one line on stderr,
-nothing written); 75 stopped by SIGTERM/SIGINT after writing a checkpoint (rerun to resume).
+nothing written); 3 the run is locked by another live process; 4 `verify` found problems;
+74 the results directory cannot be written (read-only, full, permissions: one line naming the
+path); 75 stopped by SIGTERM/SIGINT after writing a checkpoint (rerun to resume).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
@@ -15,7 +18,10 @@ from pathlib import Path
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 from metarl import config as cfg  # noqa: E402
-from metarl.errors import EXIT_USAGE, UsageError  # noqa: E402
+from metarl.errors import EXIT_IO, EXIT_USAGE, UsageError  # noqa: E402
+
+# Faults of the machine, not of the code: one line naming the path, exit EXIT_IO.
+IO_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,10 +31,21 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+def _seed(text: str) -> int:
+    """--seed: an integer from 0 to 2**32-1 (one line naming the bound otherwise)."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if not 0 <= seed <= cfg.SEED_MAX:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to 2**32-1 = {cfg.SEED_MAX}, got {seed}")
+    return seed
+
+
 def _add_identity(p: argparse.ArgumentParser) -> None:
     p.add_argument("--algo", help="algorithm ID (see `metarl algos`)")
     p.add_argument("--env", help="benchmark ID (see `metarl envs`)")
-    p.add_argument("--seed", type=int, help="run seed (a non-negative integer)")
+    p.add_argument("--seed", type=_seed, help=f"run seed (an integer from 0 to 2**32-1 = {cfg.SEED_MAX})")
     p.add_argument("--preset", choices=cfg.PRESETS, default=None,
                    help="settings ladder: smoke (seconds), quick (minutes, real learning), paper (default)")
     p.add_argument("--variant", default=None,
@@ -82,6 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="torch device")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
 
+    p = sub.add_parser("verify", help="check that every run's files are complete and intact",
+                       description="List every run under RESULTS_DIR (or one run directory) as complete, "
+                       "incomplete, missing files, corrupt or edited, with the problems found and the command "
+                       "that regenerates the run. Checks: schema and types of progress.csv and eval*.csv, unique "
+                       "(iteration, split, task, episode) keys, the row counts the evaluation protocol implies, "
+                       "the SHA-256s recorded when the files were written, and that model.pt loads. "
+                       "Exit code 0 when every run is complete and intact, 4 otherwise.")
+    p.add_argument("results", nargs="?", type=Path, default=Path("results"), metavar="RESULTS_DIR",
+                   help="results directory (holding runs/ and ckpt/) or one run directory (default: results)")
+
     p = sub.add_parser("envs", help="list the benchmark IDs", description="List the benchmarks of SPEC §3.")
     p.add_argument("--splits", metavar="ID", default=None, help="print the fixed evaluation tasks of one benchmark")
 
@@ -125,7 +152,14 @@ def main(argv: list[str] | None = None) -> int:
         return _dispatch(args)
     except UsageError as exc:
         print(f"metarl: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return exc.exit_code
+    except OSError as exc:
+        if exc.errno not in IO_ERRNOS:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"metarl: error: {where}{exc.strerror} (files already written are whole, the last "
+              "checkpoint included; fix this and rerun the same command)", file=sys.stderr)
+        return EXIT_IO
 
 
 def _dispatch(args) -> int:
@@ -176,6 +210,10 @@ def _dispatch(args) -> int:
         print(f"{args.run} [{args.split}]: first-episode return {s['first_return']:.3f}, adapted return "
               f"{s['adapted_return']:.3f}" + (f", success {s['success_rate']:.2f}" if "success_rate" in s else ""))
         return 0
+    if args.command == "verify":
+        from metarl.verify import verify
+
+        return verify(args.results)
     if args.command == "bench":
         from metarl.bench import run_bench
 

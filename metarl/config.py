@@ -18,16 +18,21 @@ Values are layered, later wins:
 5. `--set KEY=VALUE` on the command line.
 
 Every key and value is checked against the dataclass types; anything unknown or ill-typed is a
-`UsageError` naming the key, raised before anything is written.
+`UsageError` naming the key, raised before anything is written. Numbers must be finite (no NaN
+or infinity, integers within 64 bits) and within the `Range` declared beside each field
+(`discount: Discount = 0.99`, `lr: PositiveFloat = 3e-4`, `hidden_sizes: list[PositiveInt]`);
+settings that constrain each other are checked by the dataclass's `check()` once every layer is
+applied (e.g. TrMRL's `d_model` must be a multiple of `heads`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 import yaml
 
@@ -35,18 +40,84 @@ from metarl.errors import UsageError
 
 PRESETS = ("smoke", "quick", "paper")
 IDENTITY_KEYS = ("algo", "env", "seed", "preset", "variant")
+SEED_MAX = 2**32 - 1  # seeds are 0 .. 2**32-1 (what numpy's and torch's seeding take as one word)
+INT_MAX = 2**63 - 1  # integer settings must fit in 64 bits (numpy / torch integers)
+
+
+# ----------------------------------------------------------------------------- ranges
+
+
+def _number(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+@dataclass(frozen=True)
+class Range:
+    """Bounds of a numeric setting, declared beside the field: `Annotated[float, Range(gt=0)]`.
+    gt/ge: lower bound (exclusive/inclusive), lt/le: upper bound; None: unbounded."""
+
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.gt is not None and self.ge is not None or self.lt is not None and self.le is not None:
+            raise TypeError("Range: give at most one lower bound (gt, ge) and one upper bound (lt, le)")
+
+    def contains(self, x: float) -> bool:
+        return ((self.gt is None or x > self.gt) and (self.ge is None or x >= self.ge)
+                and (self.lt is None or x < self.lt) and (self.le is None or x <= self.le))
+
+    def __str__(self) -> str:
+        low = f"({_number(self.gt)}" if self.gt is not None else f"[{_number(self.ge)}" if self.ge is not None else None
+        high = f"{_number(self.lt)})" if self.lt is not None else f"{_number(self.le)}]" if self.le is not None else None
+        if low and high:
+            return f"in {low}, {high}"
+        if low:
+            return ("> " if low[0] == "(" else ">= ") + low[1:]
+        if high:
+            return ("< " if high[-1] == ")" else "<= ") + high[:-1]
+        return "any"
+
+
+# Readable names for the usual ranges (use them in the dataclasses: `lr: PositiveFloat = 1e-3`).
+PositiveInt = Annotated[int, Range(ge=1)]  # counts, sizes, cadences
+NonNegativeInt = Annotated[int, Range(ge=0)]  # where 0 means "off" / "none" / "all"
+PositiveFloat = Annotated[float, Range(gt=0)]  # learning rates, clips, scales, stds
+NonNegativeFloat = Annotated[float, Range(ge=0)]  # coefficients and norms where 0 means "off"
+Fraction = Annotated[float, Range(ge=0, le=1)]  # [0, 1], e.g. GAE λ
+PositiveFraction = Annotated[float, Range(gt=0, le=1)]  # (0, 1], e.g. a decay factor
+Discount = PositiveFraction  # γ in (0, 1]
+
+
+def range_of(tp: Any) -> Range | None:
+    """The `Range` declared in an `Annotated[...]` type, if any."""
+    if typing.get_origin(tp) is Annotated:
+        for meta in typing.get_args(tp)[1:]:
+            if isinstance(meta, Range):
+                return meta
+    return None
+
+
+def base_type(tp: Any) -> Any:
+    """`tp` without its `Annotated[...]` wrapper."""
+    return typing.get_args(tp)[0] if typing.get_origin(tp) is Annotated else tp
 
 
 @dataclass
 class RunSettings:
     """Harness settings every algorithm understands (SPEC §6)."""
 
-    total_env_steps: int = 1_000_000  # training budget in environment steps (evaluation not counted)
-    eval_every: int = 10  # evaluate the test split every this many iterations (0: only first and last)
-    eval_tasks: int = 0  # evaluate on the first N tasks of a split (0: all of them)
-    checkpoint_every: int = 5  # write the full training state every this many iterations
+    total_env_steps: PositiveInt = 1_000_000  # training budget in environment steps (evaluation not counted)
+    eval_every: NonNegativeInt = 10  # evaluate the test split every this many iterations (0: only first and last)
+    eval_tasks: NonNegativeInt = 0  # evaluate on the first N tasks of a split (0: all of them)
+    checkpoint_every: PositiveInt = 5  # write the full training state every this many iterations
     device: Literal["auto", "cpu", "cuda"] = "auto"  # torch device; auto = cuda when available
-    threads: int = 1  # torch intra-op threads (results are bit-identical only for equal counts)
+    threads: PositiveInt = 1  # torch intra-op threads (results are bit-identical only for equal counts)
+
+    def check(self) -> None:
+        """Checks across settings (none here); each field's own range is checked by `coerce`."""
 
 
 def repo_root() -> Path:
@@ -64,7 +135,8 @@ def config_dir() -> Path:
 
 
 def field_types(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
+    """Each field's type, `Annotated[...]` (its `Range`) kept: `coerce` understands both."""
+    hints = typing.get_type_hints(cls, include_extras=True)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
@@ -80,19 +152,25 @@ def _field_default(f: dataclasses.Field) -> Any:
 
 
 def _type_name(tp: Any) -> str:
+    bounds = range_of(tp)
+    tp = base_type(tp)
     origin = typing.get_origin(tp)
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin in (list, tuple):
         (inner, *_) = typing.get_args(tp)
         return f"a list of {_type_name(inner)}"
-    return getattr(tp, "__name__", str(tp))
+    name = getattr(tp, "__name__", str(tp))
+    return f"{name} {bounds}" if bounds is not None else name
 
 
 def coerce(key: str, value: Any, tp: Any) -> Any:
-    """Check `value` against type `tp`; return it in canonical form or raise UsageError."""
-    origin = typing.get_origin(tp)
+    """Check `value` against type `tp` (and its `Range`, if `Annotated`); return it in canonical
+    form or raise UsageError."""
     bad = UsageError(f"setting {key!r}: expected {_type_name(tp)}, got {value!r}")
+    bounds = range_of(tp)
+    tp = base_type(tp)
+    origin = typing.get_origin(tp)
     if origin is Literal:
         if value in typing.get_args(tp):
             return value
@@ -100,10 +178,16 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
     if origin in (list, tuple):
         (inner, *_) = typing.get_args(tp)
         if isinstance(value, str):
-            value = yaml.safe_load(value) if value.strip().startswith("[") else value.split(",")
+            try:
+                value = yaml.safe_load(value) if value.strip().startswith("[") else value.split(",")
+            except yaml.YAMLError:
+                raise bad from None
         if not isinstance(value, (list, tuple)):
             raise bad
-        return [coerce(key, v, inner) for v in value]
+        try:
+            return [coerce(key, v, inner) for v in value]
+        except UsageError:
+            raise bad from None  # one line naming the whole list
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -111,36 +195,80 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
             return value.lower() in ("true", "yes", "on")
         raise bad
     if tp is int:
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                number = float(value.replace("_", ""))
-            except ValueError:
-                raise bad from None
-            if number.is_integer():
-                return int(number)
-        raise bad
-    if tp is float:
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                raise bad from None
-        raise bad
-    if tp is str:
+        out: int | float = _to_int(key, value, bad)
+    elif tp is float:
+        out = _to_float(key, value, bad)
+    elif tp is str:
         if isinstance(value, str):
             return value
         raise bad
-    raise TypeError(f"unsupported setting type {tp!r} for {key!r}")
+    else:
+        raise TypeError(f"unsupported setting type {tp!r} for {key!r}")
+    if bounds is not None and not bounds.contains(out):
+        raise bad
+    return out
+
+
+def _not_finite(key: str, value: Any) -> UsageError:
+    return UsageError(f"setting {key!r}: expected a finite number, got {value!r}")
+
+
+def _to_int(key: str, value: Any, bad: UsageError) -> int:
+    given, out = value, value
+    if isinstance(out, bool):
+        raise bad
+    if isinstance(out, str):
+        text = out.strip().replace("_", "")
+        try:
+            out = int(text) if text.lstrip("+-").isdigit() else float(text)
+        except ValueError:
+            raise bad from None
+    if isinstance(out, float):
+        if not math.isfinite(out):
+            raise _not_finite(key, given)
+        if not out.is_integer():
+            raise bad
+        out = int(out)
+    if not isinstance(out, int):
+        raise bad
+    if abs(out) > INT_MAX:
+        raise UsageError(f"setting {key!r}: {given!r} is out of range (integers must fit in 64 bits)")
+    return out
+
+
+def _to_float(key: str, value: Any, bad: UsageError) -> float:
+    given, out = value, value
+    if isinstance(out, bool):
+        raise bad
+    if isinstance(out, str):
+        try:
+            out = float(out)
+        except ValueError:
+            raise bad from None
+    if isinstance(out, int):
+        try:
+            out = float(out)
+        except OverflowError:  # an int beyond float's range
+            raise _not_finite(key, given) from None
+    if not isinstance(out, float):
+        raise bad
+    if not math.isfinite(out):
+        raise _not_finite(key, given)
+    return out
+
+
+def check_ranges(key: str, value: Any, tp: Any) -> None:
+    """Check a value that did not come through `coerce` (a dataclass default) against its
+    type's ranges and finiteness, without converting it."""
+    bounds, base = range_of(tp), base_type(tp)
+    if typing.get_origin(base) in (list, tuple) and isinstance(value, (list, tuple)):
+        (inner, *_) = typing.get_args(base)
+        for v in value:
+            check_ranges(key, v, inner)
+        return
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value) or (bounds is not None and not bounds.contains(value)):
+            raise UsageError(f"setting {key!r}: expected {_type_name(tp)}, got {value!r}")
 
 
 # ----------------------------------------------------------------------------- layering
@@ -148,10 +276,18 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
 
 def _load_yaml(path: Path) -> dict[str, Any]:
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
     except FileNotFoundError:
         raise UsageError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise UsageError(f"config file {path} is a directory, not a file") from None
+    except PermissionError:
+        raise UsageError(f"config file {path} cannot be read: permission denied") from None
+    except OSError as exc:
+        raise UsageError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"config file {path} is not UTF-8 text (a binary file?)") from None
     except yaml.YAMLError as exc:
         raise UsageError(f"config file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
     if data is None:
@@ -204,13 +340,16 @@ def resolve(
 
     file_settings = dict(_load_yaml(config_file)) if config_file is not None else {}
     # identity may come from the config file; explicit arguments were merged by the caller
+    for key, value in (("algo", algo), ("env", env), ("preset", preset)):
+        if not isinstance(value, str):
+            raise UsageError(f"{key} must be a name, got {value!r}")
     if env not in BENCHMARK_IDS:
         raise UsageError(str(UnknownBenchmark(env)))
     agent_cls = get_agent_class(algo)
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise UsageError(f"seed must be a non-negative integer, got {seed!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= SEED_MAX:
+        raise UsageError(f"seed must be an integer from 0 to 2**32-1 = {SEED_MAX}, got {seed!r}")
     if not isinstance(variant, str) or not variant or "/" in variant:
         raise UsageError(f"variant must be a non-empty name without '/', got {variant!r}")
 
@@ -247,6 +386,7 @@ def resolve(
         for f in dataclasses.fields(cls):
             if _has_default(f):
                 values[f.name] = _field_default(f)
+                check_ranges(f.name, values[f.name], all_types[f.name])
     for where, settings, allowed in layers:
         for key, value in settings.items():
             if key in IDENTITY_KEYS and where == "--set":
@@ -260,21 +400,18 @@ def resolve(
                 raise UsageError(f"{where}: unknown setting {key!r} for algorithm {algo!r}")
             values[key] = coerce(key, value, all_types[key])
 
-    _check_values(values)
+    missing = [k for k in all_types if k not in values]
+    if missing:
+        raise UsageError(f"setting {missing[0]!r} has no default and was not given")
+    # each value is within its own range (coerce); now the checks across settings
+    for cls, types in ((RunSettings, run_types), (agent_cls.Config, agent_types)):
+        check = getattr(cls(**{k: values[k] for k in types}), "check", None)
+        if check is not None:
+            check()
     resolved = {"algo": algo, "env": env, "seed": seed, "preset": preset, "variant": variant}
     resolved.update({k: values[k] for k in run_types})
     resolved.update({k: values[k] for k in agent_types})
     return resolved
-
-
-def _check_values(values: Mapping[str, Any]) -> None:
-    positive = ("total_env_steps", "checkpoint_every", "threads", "meta_batch_size")
-    for key in positive:
-        if key in values and values[key] < 1:
-            raise UsageError(f"setting {key!r} must be at least 1, got {values[key]!r}")
-    for key in ("eval_every", "eval_tasks"):
-        if values[key] < 0:
-            raise UsageError(f"setting {key!r} must be 0 or more, got {values[key]!r}")
 
 
 def identity_from(
@@ -309,21 +446,36 @@ def dump(resolved: Mapping[str, Any]) -> str:
 
 def describe(cls: type) -> list[tuple[str, str, Any, str]]:
     """(key, type, default, help) of every field, the help taken from the field's trailing
-    `# comment` in the dataclass source (so settings are documented in exactly one place)."""
-    import inspect
-    import re
-
+    `# comment` in the dataclass source (so settings are documented in exactly one place); the
+    type shows the field's range (e.g. "float in (0, 1]")."""
     comments: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
-        if not dataclasses.is_dataclass(klass):
-            continue
-        for line in inspect.getsource(klass).splitlines():
-            m = re.match(r"\s+(\w+)\s*:[^=]+=.*?#\s*(.+)$", line)
-            if m:
-                comments[m.group(1)] = m.group(2).strip()
+        if dataclasses.is_dataclass(klass):
+            comments.update(_field_comments(klass))
     types = field_types(cls)
     out = []
     for f in dataclasses.fields(cls):
         default = _field_default(f) if _has_default(f) else None
         out.append((f.name, _type_name(types[f.name]), default, comments.get(f.name, "")))
+    return out
+
+
+def _field_comments(klass: type) -> dict[str, str]:
+    """{field: trailing comment} of the `name: type = default  # comment` lines of a class
+    (comment tokens, so a '#' or '=' inside the annotation or the default does not confuse it)."""
+    import inspect
+    import io
+    import re
+    import textwrap
+    import tokenize
+
+    source = textwrap.dedent(inspect.getsource(klass))
+    lines = source.splitlines()
+    out: dict[str, str] = {}
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type != tokenize.COMMENT:
+            continue
+        m = re.match(r"\s+(\w+)\s*:", lines[tok.start[0] - 1])
+        if m and tok.start[1] > m.end():
+            out[m.group(1)] = tok.string.lstrip("#").strip()
     return out

@@ -12,11 +12,14 @@ checkpoint carries their content: a resumed run rewrites them from it, then carr
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import io
 import json
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -26,7 +29,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from metarl.errors import UsageError
+from metarl.errors import EXIT_LOCKED, UsageError
 
 EVAL_COLUMNS = ("iteration", "env_steps", "split", "task", "episode", "return", "success")
 
@@ -51,13 +54,59 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that readers see the old file or the new one, never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        # a full disk, a signal, ...: the old file stays whole and nothing is left behind
+        tmp.unlink(missing_ok=True)
+        raise _naming(exc, path)
     _fsync_dir(path.parent)
+
+
+TMP_MARK = ".tmp-"
+_TMP_NAME = re.compile(r"^\..+\.tmp-(\d+)$")
+
+
+def remove_stale_temporaries(*dirs: Path) -> list[Path]:
+    """Delete the temporary files of `atomic_write_bytes` that a killed process (SIGKILL, power
+    loss) left in `dirs`, i.e. those whose writer is no longer running. Returns what was deleted."""
+    removed = []
+    for d in dirs:
+        if not Path(d).is_dir():
+            continue
+        for p in Path(d).iterdir():
+            m = _TMP_NAME.match(p.name)
+            if m and p.is_file() and not _pid_alive(int(m.group(1))):
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # ours from an earlier attempt in this process cannot be in use
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _naming(exc: BaseException, path: Path) -> BaseException:
+    """`exc`, with `path` as its filename when it is an OSError that names none (a write or
+    fsync on a full disk names no file), so the CLI's one line can say where it happened."""
+    if isinstance(exc, OSError) and not exc.filename:
+        named = OSError(exc.errno, exc.strerror, str(path))
+        named.__cause__ = exc
+        return named
+    return exc
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -132,8 +181,13 @@ class CsvLog:
         if not lines:
             return
         text = "\n".join(lines) + "\n"
-        with open(self.path, "a") as f:
-            f.write(text)
+        try:
+            with open(self.path, "a") as f:
+                f.write(text)
+        except OSError as exc:
+            # the file may now end in part of a row; the checkpoint holds `content`, and a
+            # resumed run rewrites the file from it
+            raise _naming(exc, self.path)
         self.content += text
 
 
@@ -184,6 +238,96 @@ def metadata(device: torch.device, threads: int, extra: Mapping[str, Any] | None
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+# ----------------------------------------------------------------------------- one writer per run
+
+LOCK_NAME = "train.lock"
+
+
+class RunLocked(UsageError):
+    """Another live process holds the run's lock (exit code `EXIT_LOCKED`)."""
+
+    exit_code = EXIT_LOCKED
+
+
+class RunLock:
+    """An exclusive `flock` on `ckpt_dir/train.lock`, held while a process writes a run.
+
+    The kernel drops a flock when its holder exits, however it exits (SIGKILL included), so a
+    lock left by a dead process is never in the way: the next process simply takes it. The file
+    holds the holder's pid, for the message the second process prints. It is never deleted
+    (deleting a lock file someone else has open would let two holders coexist).
+    """
+
+    def __init__(self, ckpt_dir: Path, run_dir: Path):
+        self.path = Path(ckpt_dir) / LOCK_NAME
+        self.run_dir = Path(run_dir)
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunLocked(
+                f"{self.run_dir} is being written by another process (pid {holder}, lock {self.path}); "
+                "wait for it to finish or stop it, then rerun"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> bool:
+        self.release()
+        return False
+
+
+# ----------------------------------------------------------------------------- file records
+
+
+def file_record(path: Path) -> dict[str, Any]:
+    """SHA-256 and data-row count (lines after the header) of a finished CSV log."""
+    data = Path(path).read_bytes()
+    return {"sha256": hashlib.sha256(data).hexdigest(), "rows": max(data.count(b"\n") - 1, 0)}
+
+
+CHECKSUM_SUFFIX = ".sha256"
+
+
+def write_checksum(path: Path) -> None:
+    """`path.sha256` beside an evaluation file written by `metarl evaluate --out`, in
+    `sha256sum` format (so `sha256sum -c` checks it too)."""
+    path = Path(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    atomic_write_text(path.with_name(path.name + CHECKSUM_SUFFIX), f"{digest}  {path.name}\n")
+
+
+def read_checksum(path: Path) -> str | None:
+    """The digest recorded beside `path` by `write_checksum`, or None."""
+    side = Path(path).with_name(Path(path).name + CHECKSUM_SUFFIX)
+    try:
+        text = side.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+    digest = text.split(" ", 1)[0].strip()
+    return digest if re.fullmatch(r"[0-9a-f]{64}", digest) else None
 
 
 # ----------------------------------------------------------------------------- checkpoints

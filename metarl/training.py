@@ -34,19 +34,26 @@ from metarl.runs import (
     EVAL_COLUMNS,
     CorruptCheckpoint,
     CsvLog,
+    RunLock,
     atomic_torch_save,
     atomic_write_bytes,
     atomic_write_text,
+    ckpt_dir_for,
+    file_record,
     format_value,
     load_checkpoint,
     metadata,
+    remove_stale_temporaries,
     save_checkpoint,
+    write_checksum,
     write_json,
 )
 from metarl.sampling import TrialBatch, concat_trials, run_trials
 from metarl.seeding import env_rng, env_rngs, global_rng_state, seed_globals, set_global_rng_state, task_rng
 
 CHECKPOINT_NAME = "state.ckpt"
+# The logs whose SHA-256 and row count metadata.json records when a run completes.
+RECORDED_FILES = ("progress.csv", "eval.csv", "timings.csv")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -183,9 +190,19 @@ def train(
     restart: bool = False,
     quiet: bool = False,
 ) -> int:
-    """Train (or resume) one run; returns the process exit code."""
+    """Train (or resume) one run; returns the process exit code. The run's lock is held from
+    before the first write to the end, so a second process on the same run stops at once."""
     setup = prepare(resolved)
+    # building the agent is the last check of the settings (those that depend on the benchmark),
+    # so it comes before the lock, which is the first thing written
+    agent = build_agent(setup)
     run_dir, ckpt_dir = Path(run_dir), Path(ckpt_dir)
+    with RunLock(ckpt_dir, run_dir):
+        remove_stale_temporaries(run_dir, ckpt_dir)
+        return _train_locked(setup, agent, run_dir, ckpt_dir, restart, quiet)
+
+
+def _train_locked(setup: Setup, agent: Agent, run_dir: Path, ckpt_dir: Path, restart: bool, quiet: bool) -> int:
     ckpt_path = ckpt_dir / CHECKPOINT_NAME
     model_path = run_dir / "model.pt"
     config_text = cfg.dump(setup.config)
@@ -212,12 +229,11 @@ def train(
     label = f"{setup.config['algo']}/{setup.benchmark.id}/seed{setup.config['seed']}"
     progress = Progress(setup.run.total_env_steps, label, quiet=quiet)
     with _StopFlag(progress) as stop:
-        return _train(setup, run_dir, ckpt_path, model_path, config_text, state, progress, stop)
+        return _train(setup, agent, run_dir, ckpt_path, model_path, config_text, state, progress, stop)
 
 
-def _train(setup: Setup, run_dir: Path, ckpt_path: Path, model_path: Path, config_text: str,
+def _train(setup: Setup, agent: Agent, run_dir: Path, ckpt_path: Path, model_path: Path, config_text: str,
            state: dict | None, progress: Progress, stop: _StopFlag) -> int:
-    agent = build_agent(setup)
     bench, run, seed = setup.benchmark, setup.run, setup.config["seed"]
     label = progress.label
     progress_log = CsvLog(run_dir / "progress.csv")
@@ -324,6 +340,8 @@ def _train(setup: Setup, run_dir: Path, ckpt_path: Path, model_path: Path, confi
         "env_steps": env_steps,
         "attempts": attempts,
         "final_test": final_test,
+        # what `metarl verify` and the workflow's collect step check the files against
+        "files": {name: file_record(run_dir / name) for name in RECORDED_FILES},
     }))
     # model.pt last: its presence marks a finished run
     atomic_torch_save(model_path, {
@@ -408,14 +426,44 @@ def evaluate_run(run_dir: Path, split: str, out: Path | None = None, eval_tasks:
                             task_params=json.dumps([t.params for t in tasks]))
         atomic_write_bytes(Path(memory_out), buffer.getvalue())
     out = Path(out) if out is not None else run_dir / "eval.csv"
-    keep = ""
-    if out.is_file():
-        lines = out.read_text().splitlines(keepends=True)
-        if lines and lines[0].strip() != ",".join(EVAL_COLUMNS):
-            raise UsageError(f"{out} is not an eval.csv (unexpected header)")
-        body = [ln for ln in lines[1:] if not (ln.split(",")[2] == split and int(ln.split(",")[0]) == model["iteration"])]
-        keep = "".join(lines[:1] + body)
-    text_rows = keep or (",".join(EVAL_COLUMNS) + "\n")
-    text_rows += "".join(",".join(format_value(r[c]) for c in EVAL_COLUMNS) + "\n" for r in rows)
-    atomic_write_text(out, text_rows)
+    text_rows = "".join(",".join(format_value(r[c]) for c in EVAL_COLUMNS) + "\n" for r in rows)
+    if out.resolve() == (run_dir / "eval.csv").resolve():
+        # the run's own eval.csv: one writer at a time, and its record in metadata.json follows
+        with RunLock(ckpt_dir_for(run_dir), run_dir):
+            atomic_write_text(out, _replace_eval_rows(out, split, model["iteration"]) + text_rows)
+            meta_path = run_dir / "metadata.json"
+            if meta_path.is_file():
+                import json
+
+                meta = json.loads(meta_path.read_text())
+                if "files" in meta:
+                    meta["files"]["eval.csv"] = file_record(out)
+                    write_json(meta_path, meta)
+    else:
+        atomic_write_text(out, _replace_eval_rows(out, split, model["iteration"]) + text_rows)
+        if memory_out is None:  # the memory pass's rows are a by-product (a temporary file)
+            write_checksum(out)
     return rows, summarize(rows, setup.benchmark)
+
+
+def _replace_eval_rows(path: Path, split: str, iteration: int) -> str:
+    """`path`'s header and rows, without those of (split, iteration): rerunning an evaluation
+    replaces its rows. A file that is not an eval.csv is refused, not overwritten."""
+    if not path.is_file():
+        return ",".join(EVAL_COLUMNS) + "\n"
+    try:
+        lines = path.read_text().splitlines(keepends=True)
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not an eval.csv (not text); move it away or choose another --out") from None
+    header = ",".join(EVAL_COLUMNS)
+    if not lines or lines[0].strip() != header:
+        raise UsageError(f"{path} is not an eval.csv (its header is not {header}); move it away or choose another --out")
+    body = []
+    for number, line in enumerate(lines[1:], start=2):
+        fields = line.rstrip("\n").split(",")
+        if len(fields) != len(EVAL_COLUMNS) or not fields[0].isdigit():
+            raise UsageError(f"{path} line {number} is not an evaluation row; `metarl verify` "
+                             "says how to regenerate the file")
+        if not (fields[2] == split and int(fields[0]) == iteration):
+            body.append(line if line.endswith("\n") else line + "\n")
+    return lines[0] + "".join(body)

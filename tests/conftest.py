@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,18 @@ def run_cli(args: list[str], cwd: Path, check: bool = True, timeout: float = 600
     if check and proc.returncode != 0:
         raise AssertionError(f"metarl {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
     return proc
+
+
+def copy_repo(dest: Path) -> Path:
+    """Tracked files plus untracked ones git does not ignore (no results/, no .venv)."""
+    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
+                         capture_output=True, check=True).stdout.decode()
+    for name in filter(None, out.split("\0")):
+        src = REPO / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    return dest
 
 
 def popen_cli(args: list[str], cwd: Path) -> subprocess.Popen:

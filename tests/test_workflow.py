@@ -15,6 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import copy_repo  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
 
@@ -27,18 +29,6 @@ FIGURES = ["learning_curves", "adaptation", "ood", "ablations", "aggregate", "la
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def copy_repo(dest: Path) -> Path:
-    """Tracked files plus untracked ones git does not ignore (no results/, no .venv)."""
-    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
-                         capture_output=True, check=True).stdout.decode()
-    for name in filter(None, out.split("\0")):
-        src = REPO / name
-        if src.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
-    return dest
 
 
 def snakemake(args: list[str], cwd: Path, timeout: float = 900, check: bool = True) -> str:
@@ -149,6 +139,19 @@ def test_bad_config_is_one_clear_error(workspace, tmp_path):
     assert "unknown setting 'no_such_setting'" in out
 
 
+@pytest.mark.parametrize("line, words", [
+    ("algorithms: [random, trmlr]", "unknown algorithm 'trmlr'"),
+    ("benchmarks: [PointNav, HalfCheetahVell]", "unknown benchmark 'HalfCheetahVell'"),
+])
+def test_typo_in_a_pipeline_config_stops_at_parse_time(workspace, tmp_path, line, words):
+    bad = tmp_path / "typo.yaml"
+    bad.write_text(line + "\n")
+    proc = subprocess.run(SNAKEMAKE + ["-n", "all", "--configfile", "config/smoke.yaml", str(bad)],
+                          cwd=workspace, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert words in proc.stdout + proc.stderr and "Job stats" not in proc.stdout + proc.stderr
+
+
 # ----------------------------------------------------------------------------- the smoke run
 
 
@@ -206,7 +209,10 @@ def test_smoke_run_summaries(smoke):
     scores = pd.read_parquet(smoke / "results" / "summary" / "scores.parquet")
     main = scores[(scores["variant"] == "default") & (scores["split"] == "test")]
     assert len(main) == 2 * len(SMOKE["algorithms"]) * 2  # benchmarks x algorithms x seeds
-    assert (main.loc[main["algorithm"] == "random", "normalised"].groupby(main["benchmark"]).mean().abs() < 1e-9).all()
+    points = yaml.safe_load((REPO / "config" / "normalisation.yaml").read_text())  # fixed 0 and 1
+    for r in main.itertuples():
+        p = points[r.benchmark]["test"]
+        assert r.normalised == pytest.approx((r.score - p["random"]) / (p["reference"] - p["random"]))
     agg = pd.read_csv(smoke / "results" / "summary" / "aggregate.csv")
     assert "P(trmrl > random)" in set(agg["metric"])
 
@@ -261,6 +267,35 @@ def test_smoke_adding_a_seed_reruns_only_that_seed_and_the_aggregates(smoke, tmp
     assert rules == {"resolve_config", "train", "evaluate", "collect_benchmark", "aggregate", "table_main",
                      "table_ood", "table_adaptation", "figure_learning_curves", "figure_adaptation",
                      "figure_ood", "figure_aggregate", "all"}
+
+
+@pytest.mark.slow  # the real smoke pipeline (~9 min on 2 cores): CI runs it after `make test`
+def test_smoke_corrupt_run_stops_collect_and_verify_gives_the_fix(smoke, tmp_path):
+    """Two plausible extra rows in one eval.csv: collect stops naming the file; `metarl verify`
+    prints the command, which retrains the run to the same bytes; then the workflow completes."""
+    root = tmp_path / "copy"
+    shutil.copytree(smoke, root, symlinks=True)
+    run = Path("results/runs/PointNav/trmrl/default/seed1")
+    intact = (root / run / "eval.csv").read_bytes()
+    last = intact.decode().splitlines()[-1].split(",")
+    with open(root / run / "eval.csv", "a") as f:
+        f.write(",".join(last[:3] + ["20", "0", "-1.5", ""]) + "\n")
+        f.write(",".join(last[:3] + ["20", "5", "-1.0", ""]) + "\n")
+    out = snakemake(["--cores", "2", "all", "--configfile", "config/smoke.yaml"], cwd=root, check=False)
+    assert "Error in rule collect_benchmark" in out
+    log = (root / "logs" / "collect" / "PointNav.log").read_text().strip().splitlines()
+    assert f"{run}/eval.csv" in log[-1] and "metarl verify" in log[-1]
+    proc = subprocess.run([sys.executable, "-m", "metarl.cli", "verify", "results"], cwd=root,
+                          capture_output=True, text=True)
+    assert proc.returncode == 4 and f"corrupt       {run}" in proc.stdout
+    fix = next(line for line in proc.stdout.splitlines() if line.strip().startswith("fix:") and str(run) in line)
+    command = fix.split("`")[1].replace("<your config>", "config/smoke.yaml")
+    assert command.startswith("snakemake all")
+    snakemake(["--cores", "2", *command.split()[1:]], cwd=root)
+    assert (root / run / "eval.csv").read_bytes() == intact
+    proc = subprocess.run([sys.executable, "-m", "metarl.cli", "verify", "results"], cwd=root,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -361,20 +396,19 @@ def test_aggregates_and_improvement_match_rliable():
     assert sure["probability"].iloc[0] == 1.0
 
 
-def test_normalise_floor_is_zero_best_is_one():
+TOY_POINTS = {"Toy": {"test": {"random": -8.95, "reference": 3.05, "random_source": "uniform-random agent: toy",
+                                "reference_source": "oracle: toy"}}}
+
+
+def test_normalise_maps_the_declared_points_to_zero_and_one():
     values = {("random", s): v for s, v in zip((1, 2), (-10.0, -12.0))}
     values.update({("trmrl", s): v for s, v in zip((1, 2), (0.0, 2.0))})
     scores = metrics.run_scores(episodes_table(values))
-    scores["normalised"] = metrics.normalise(scores, "random")
-    means = scores.groupby("algorithm")["normalised"].mean()
+    scores["normalised"] = metrics.normalise(scores, TOY_POINTS)
+    means = scores.groupby("algorithm")["normalised"].mean()  # seed means of the last episode: -8.95, 3.05
     assert means["random"] == pytest.approx(0.0) and means["trmrl"] == pytest.approx(1.0)
-    # what tables and figures print as the 0 and 1: seed means of the last episode (+2.05)
-    points = metrics.normalisation_points(scores, "random")
-    toy = points.iloc[0]
-    assert (toy["floor_algorithm"], toy["best_algorithm"]) == ("random", "trmrl")
-    assert (toy["floor"], toy["best"]) == (pytest.approx(-8.95), pytest.approx(3.05))
-    text = metrics.describe_normalisation(points, str.upper, "{:.3f}".format)
-    assert text == "Toy: 0 = -8.950 (RANDOM), 1 = 3.050 (TRMRL)"
+    text = metrics.describe_normalisation(TOY_POINTS, ["Toy"], "{:.3f}".format)
+    assert text == "Toy: 0 = -8.950 (uniform-random agent), 1 = 3.050 (oracle)"
     mats = metrics.family_matrices(scores, ["trmrl", "random"])
     assert list(mats) == ["returns"] and mats["returns"][0]["trmrl"].shape == (2, 1)
 

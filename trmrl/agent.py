@@ -27,6 +27,16 @@ import numpy as np
 import torch
 
 from metarl.agent import Agent, AgentConfig, EnvSpec, TrialSpec
+from metarl.config import (
+    Discount,
+    Fraction,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveFraction,
+    PositiveInt,
+)
+from metarl.errors import UsageError
 from metarl.ppo import (
     GaussianValueMLP,
     discounted_returns,
@@ -44,34 +54,40 @@ from trmrl.model import TransformerSettings, TrMRLPolicy
 @dataclass
 class TrMRLConfig(AgentConfig):
     # model (research/trmrl.md §1; defaults: the MuJoCo setting)
-    d_model: int = 128  # transformer width
-    heads: int = 16  # attention heads
-    layers: int = 4  # encoder blocks
-    dim_ff: int = 512  # feed-forward width
-    window: int = 5  # working-memory length: last N tokens of the current episode
+    d_model: PositiveInt = 128  # transformer width
+    heads: PositiveInt = 16  # attention heads
+    layers: PositiveInt = 4  # encoder blocks
+    dim_ff: PositiveInt = 512  # feed-forward width
+    window: PositiveInt = 5  # working-memory length: last N tokens of the current episode
     tfixup: bool = True  # T-Fixup initialisation as coded in the original
     layernorm: Literal["none", "post", "pre"] = "none"  # none = TrMRL (every LayerNorm removed)
     policy_head_input: Literal["latest", "mixed", "full"] = "latest"  # what the 64-64 head reads
-    output_gain: float = 1.0  # Xavier gain of the policy's output layer (1.0 or 0.01)
-    init_std: float = 0.2  # initial action std (learned, state-independent)
+    output_gain: NonNegativeFloat = 1.0  # Xavier gain of the policy's output layer (1.0 or 0.01)
+    init_std: PositiveFloat = 0.2  # initial action std (learned, state-independent)
     share_network: bool = False  # value function on the transformer output (and trains it)
     # PPO (research/trmrl.md §2)
-    discount: float = 0.9  # γ over the concatenated trial
-    gae_lambda: float = 0.8  # GAE λ
-    clip: float = 0.1  # PPO clip ε
-    policy_lr: float = 3e-5  # AdamW learning rate of the policy
-    vf_lr: float = 2.5e-4  # AdamW learning rate of the value function
-    weight_decay: float = 0.01  # AdamW weight decay (PyTorch's default, as the original)
-    ppo_epochs: int = 10  # passes over the batch, policy first, then the value function
-    minibatch_size: int = 256  # steps per minibatch
-    policy_decay_start: int = 100  # policy lr decays exponentially from this iteration ...
-    policy_decay_end: int = 750  # ... to this one ...
-    policy_min_lr_factor: float = 0.1  # ... down to lr x this factor (1.0: no decay)
-    vf_decay_start: int = 0  # the same for the value function
-    vf_decay_end: int = 0  # (end <= start: constant)
-    vf_min_lr_factor: float = 1.0  # value-function lr floor factor
+    discount: Discount = 0.9  # γ over the concatenated trial
+    gae_lambda: Fraction = 0.8  # GAE λ
+    clip: PositiveFloat = 0.1  # PPO clip ε
+    policy_lr: PositiveFloat = 3e-5  # AdamW learning rate of the policy
+    vf_lr: PositiveFloat = 2.5e-4  # AdamW learning rate of the value function
+    weight_decay: NonNegativeFloat = 0.01  # AdamW weight decay (PyTorch's default, as the original)
+    ppo_epochs: PositiveInt = 10  # passes over the batch, policy first, then the value function
+    minibatch_size: PositiveInt = 256  # steps per minibatch
+    policy_decay_start: NonNegativeInt = 100  # policy lr decays exponentially from this iteration ...
+    policy_decay_end: NonNegativeInt = 750  # ... to this one ...
+    policy_min_lr_factor: PositiveFraction = 0.1  # ... down to lr x this factor (1.0: no decay)
+    vf_decay_start: NonNegativeInt = 0  # the same for the value function
+    vf_decay_end: NonNegativeInt = 0  # (end <= start: constant)
+    vf_min_lr_factor: PositiveFraction = 1.0  # value-function lr floor factor
     # sampling (research/trmrl.md §2): read by the harness (metarl.training.TrainSampler)
     fill_batch: bool = True  # more trials (tasks in order) until meta_batch_size x episodes x ep. length steps
+
+    def check(self) -> None:
+        super().check()
+        if self.d_model % self.heads:
+            raise UsageError(f"settings 'd_model' and 'heads': d_model ({self.d_model}) must be a multiple of "
+                             f"heads ({self.heads})")
 
 
 class TrMRLAgent(Agent):

@@ -83,12 +83,31 @@ def check_presets_dir():
 check_presets_dir()
 
 REGISTERED = set(metarl.registry.algorithms())
-UNREGISTERED = [a for a in ALGORITHMS if a not in REGISTERED]
-if UNREGISTERED:
-    logger.warning(
-        f"Algorithms not registered in metarl (yet): {', '.join(UNREGISTERED)}. A dry run plans "
-        "their jobs; a real run fails at their resolve_config jobs."
-    )
+
+
+def check_ids():
+    """A typo'd algorithm or benchmark stops the workflow here, at parse time, with one line
+    (not a warning in a dry run and a failed job in a real one)."""
+    import metarl.envs
+
+    known_benchmarks = set(metarl.envs.BENCHMARK_IDS)
+    named = [("algorithm", a, REGISTERED) for a in ALGORITHMS]
+    named += [("benchmark", b, known_benchmarks) for b in BENCHMARKS]
+    if ABLATIONS.get("factors"):
+        named += [("ablations.algorithm", ABLATIONS["algorithm"], REGISTERED),
+                  ("ablations.benchmark", ABLATIONS["benchmark"], known_benchmarks)]
+    if LATENT.get("benchmark"):
+        named += [("latent.algorithm", LATENT["algorithm"], REGISTERED),
+                  ("latent.benchmark", LATENT["benchmark"], known_benchmarks)]
+    for kind, name, known in named:
+        if name not in known:
+            raise WorkflowError(
+                f"config: unknown {kind} {name!r} (known: {', '.join(sorted(known))}); a new "
+                "algorithm is registered in metarl/registry.py (README: Adding an algorithm)"
+            )
+
+
+check_ids()
 
 
 # ----------------------------------------------------------------------------- resources
@@ -148,9 +167,7 @@ def base_settings(benchmark, algo):
 
 
 def resolve(benchmark, algo, seed, variant, overrides):
-    """The full run config metarl will resolve (None for an unregistered algorithm)."""
-    if algo not in REGISTERED:
-        return None
+    """The full run config metarl will resolve (algorithms and benchmarks: see check_ids)."""
     try:
         return metarl.config.resolve(
             algo, benchmark, int(seed), PRESET, variant, None, {**base_settings(benchmark, algo), **overrides}
@@ -173,7 +190,7 @@ def ablation_variants():
         for value in factor["values"]:
             name = f"{setting}-{value_name(value)}"
             changed = resolve(bench, algo, seed, "default", {setting: value})
-            if default is not None and changed == default:
+            if changed == default:
                 name = "default"
             else:
                 variants[name] = {setting: value}
@@ -264,8 +281,7 @@ def set_args(wildcards):
 
 @lru_cache(maxsize=None)
 def _resolved(benchmark, algo, variant, seed):
-    settings = resolve(benchmark, algo, seed, variant, VARIANTS.get(variant, {}))
-    return "unresolved: algorithm not registered" if settings is None else settings
+    return resolve(benchmark, algo, seed, variant, VARIANTS.get(variant, {}))
 
 
 def resolved_settings(wildcards):
@@ -294,13 +310,8 @@ def ablation_eval_files(wildcards):
 
 
 def expected_settings(runs):
-    """run directory -> the settings its config.yaml must hold (registered algorithms only)."""
-    out = {}
-    for run in runs:
-        settings = _resolved(*run)
-        if isinstance(settings, dict):
-            out[run_file(run, "")[:-1]] = settings
-    return out
+    """run directory -> the settings its config.yaml must hold."""
+    return {run_file(run, "")[:-1]: _resolved(*run) for run in runs}
 
 
 def benchmark_expected(wildcards):
@@ -328,12 +339,62 @@ def paper_summaries(wildcards):
     return benchmark_summaries([b for b in PAPER_BENCHMARKS if b in BENCHMARKS])
 
 
+NORMALISATION_FILE = "config/normalisation.yaml"
+
+
+def load_normalisation(path=NORMALISATION_FILE):
+    """The fixed points of the normalised score (config/normalisation.yaml) of the configured
+    benchmarks: checked against workflow/schemas/normalisation.schema.yaml (numbers, or null
+    for a reference), every reference above its random, and every split of every configured
+    benchmark without a success signal declared (Meta-World's success rate needs no entry)."""
+    import yaml
+
+    import metarl.envs
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise WorkflowError(f"{path} not found: the fixed points of the normalised scores") from None
+    except yaml.YAMLError as exc:
+        raise WorkflowError(f"{path} is not valid YAML: {exc}") from None
+    try:
+        validate(data, schema="../schemas/normalisation.schema.yaml", set_default=False)
+    except WorkflowError as exc:
+        raise WorkflowError(f"{path}: {exc}") from None
+    problems = []
+    for bench, splits in data.items():
+        if bench not in metarl.envs.BENCHMARK_IDS:
+            problems.append(f"unknown benchmark {bench!r}")
+            continue
+        known = metarl.envs.get_benchmark(bench)
+        if known.has_success:
+            problems.append(f"{bench} is scored by its success rate, already in [0, 1]: remove its entry")
+        for split, points in splits.items():
+            if split not in known.splits():
+                problems.append(f"{bench} has no split {split!r} (it has: {', '.join(known.splits())})")
+            elif points["reference"] is not None and not points["reference"] > points["random"]:
+                problems.append(f"{bench}/{split}: reference {points['reference']} is not above random {points['random']}")
+    for bench in BENCHMARKS:
+        known = metarl.envs.get_benchmark(bench)
+        missing = [s for s in known.splits() if s not in data.get(bench, {})]
+        if not known.has_success and missing:
+            problems.append(f"{bench}: no entry for split(s) {', '.join(missing)} (random, reference: null if "
+                            "none is known, and their sources; workflow/scripts/measure_random.py measures random)")
+    if problems:
+        raise WorkflowError(f"{path}: " + "; ".join(problems))
+    return {b: data[b] for b in BENCHMARKS if b in data}
+
+
+NORMALISATION = load_normalisation()
+
+
 def plot_params():
     """What every table and figure script needs to know about the config."""
     return {
         "algorithms": ALGORITHMS,
         "benchmarks": BENCHMARKS,
         "floor": FLOOR,
+        "normalisation": NORMALISATION,
         "reference": REFERENCE,
         "ablations": ABLATION_TABLE,
         "ablation_benchmark": ABLATIONS.get("benchmark"),

@@ -2,10 +2,12 @@
 
 - `runs.parquet`: every evaluated episode of every run (main grid and ablations), tidy;
 - `scores.parquet`: one row per (run, split): the headline numbers of its final evaluation and,
-  for the main grid, the normalised score;
+  for the main grid, the normalised score (fixed points of config/normalisation.yaml; NaN where
+  the benchmark declares no reference);
 - `aggregate.csv`: per family of benchmarks (returns / Meta-World success), rliable's IQM, mean,
   median and optimality gap with stratified-bootstrap CIs, and the probability that the
-  reference algorithm improves on each other one.
+  reference algorithm improves on each other one; `not_normalised` names the benchmarks left
+  out of the returns family because they have no fixed reference return.
 """
 
 
@@ -27,13 +29,14 @@ def main_scores(episodes: pd.DataFrame, info: dict) -> pd.DataFrame:
     """Headline numbers of the main grid (variant `default` of the configured algorithms)."""
     scores = metrics.run_scores(episodes)
     main = scores[(scores["variant"] == "default") & scores["algorithm"].isin(info["algorithms"])].copy()
-    main["normalised"] = metrics.normalise(main, info["floor"])
+    main["normalised"] = metrics.normalise(main, info["normalisation"])
     return main
 
 
 def family_table(scores: pd.DataFrame, info: dict, bootstrap: metrics.Bootstrap) -> pd.DataFrame:
     """Family-level aggregates and probabilities of improvement, on the test split."""
     test = scores[scores["split"] == "test"]
+    excluded = " ".join(metrics.unnormalised(test, info["normalisation"]))
     rows = []
     for family, (matrices, benches, seeds) in metrics.family_matrices(test, info["algorithms"]).items():
         agg = metrics.aggregate_intervals(matrices, bootstrap)
@@ -48,8 +51,13 @@ def family_table(scores: pd.DataFrame, info: dict, bootstrap: metrics.Bootstrap)
                 "ci_low": r["ci_low"], "ci_high": r["ci_high"], "runs": len(seeds),
                 "benchmarks": len(benches), "benchmark_ids": " ".join(benches),
             }]))
-    columns = ["family", "algorithm", "metric", "value", "ci_low", "ci_high", "runs", "benchmarks", "benchmark_ids"]
-    return pd.concat(rows, ignore_index=True)[columns] if rows else pd.DataFrame(columns=columns)
+    columns = ["family", "algorithm", "metric", "value", "ci_low", "ci_high", "runs", "benchmarks", "benchmark_ids",
+               "not_normalised"]
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    out = pd.concat(rows, ignore_index=True)
+    out["not_normalised"] = [excluded if f == metrics.FAMILIES["returns"] else "" for f in out["family"]]
+    return out[columns]
 
 
 def main(snakemake) -> None:

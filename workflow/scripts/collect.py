@@ -13,7 +13,10 @@ identity, the CSV's own columns, and
   tens of seconds to build and have no scalar parameter).
 
 Every run's config.yaml is checked against the settings this workflow resolves for it, so a run
-made by hand or by another config is never silently mixed in.
+made by hand or by another config is never silently mixed in; and every run passes
+`metarl.verify.check_run` (schema, types, unique keys, the row counts the protocol implies, the
+recorded SHA-256s: the checks of `metarl verify`) before any of its rows is read, so a
+duplicated, cut or edited file stops the workflow with one line naming it.
 """
 
 
@@ -62,7 +65,21 @@ def check_config(run_dir: Path, expected: dict | None) -> None:
         )
 
 
+def check_files(run_dir: Path, benchmarks) -> None:
+    from metarl.verify import COMPLETE, check_run
+
+    report = check_run(run_dir, benchmarks)
+    for note in report.notes:
+        print(f"{run_dir}: note: {note}", file=sys.stderr)
+    if report.status != COMPLETE:
+        raise SystemExit(f"{report.problems[0][1]} ({report.status}; `metarl verify` lists every problem). "
+                         f"To fix it, {report.fix}")
+
+
 def collect(files: list[str], expected: dict[str, dict]) -> pd.DataFrame:
+    from metarl.verify import BenchmarkCache
+
+    benchmarks = BenchmarkCache()
     facts_cache: dict[str, dict] = {}
     tasks_cache: dict[tuple[str, str], pd.DataFrame] = {}
     frames = []
@@ -75,6 +92,7 @@ def collect(files: list[str], expected: dict[str, dict]) -> pd.DataFrame:
         run_dir = Path(file).parent
         if run_dir not in checked:
             check_config(run_dir, expected.get(run_dir.as_posix()))
+            check_files(run_dir, benchmarks)
             checked.add(run_dir)
         df = pd.read_csv(file, dtype={"split": str})
         if df.empty:

@@ -16,15 +16,17 @@ Headline numbers of one run on one split, from its evaluation at the final itera
 
 Normalised scores, for aggregating across benchmarks (``normalise``): on a benchmark whose
 episodes have a success signal (Meta-World) the score is the success rate, already in [0, 1].
-Elsewhere returns have arbitrary scales, so each benchmark and split is min-max normalised,
+Elsewhere returns have arbitrary scales, so each benchmark and split declares two fixed points
+in config/normalisation.yaml (loaded and checked by workflow/rules/common.smk):
 
-    normalised = (R - R_floor) / (R_best - R_floor),
+    normalised = (R - R_random) / (R_reference - R_random),
 
-with R_floor the mean score of the floor algorithm (the uniform-random agent) over its seeds and
-R_best the highest mean score over seeds of any algorithm in the comparison. 0 is random, 1 the
-best algorithm on that benchmark. R_best depends on which algorithms are compared, so normalised
-numbers compare algorithms within one table, not across papers. Without a floor in the data,
-R_floor is the lowest mean of any algorithm; when R_best = R_floor every score is 0.
+R_random the uniform-random agent's expected score on the split (measured once with the suite's
+evaluator over several seeds, workflow/scripts/measure_random.py) and R_reference an analytic
+optimum or upper bound of the score. Neither depends on the runs being compared, so a run's
+normalised score never changes when runs are added. A benchmark with no reference
+(``reference: null``) has a NaN normalised score and is left out of the cross-benchmark
+aggregates (``family_matrices``), and every table or figure of them says so (``NOT_NORMALISED``).
 
 Intervals: interquartile mean (IQM, the 25 % trimmed mean) with percentile stratified-bootstrap
 confidence intervals from rliable (`rly.get_interval_estimates`), seeds as runs and benchmarks
@@ -124,42 +126,79 @@ def per_episode(episodes: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- normalisation
 
 
-def normalisation_points(scores: pd.DataFrame, floor: str, value: str = "score") -> pd.DataFrame:
-    """Per (benchmark, split) without a success signal: the floor and best mean scores that
-    `normalise` maps to 0 and 1, and which algorithm set each (a table must say what its
-    normalised numbers are relative to)."""
-    rows = []
-    for (bench, split), group in scores.groupby(["benchmark", "split"], sort=False):
-        if group["has_success"].any():
-            continue
-        means = group.groupby("algorithm")[value].mean()
-        low_algo = floor if floor in means.index else means.idxmin()
-        rows.append({"benchmark": bench, "split": split, "floor_algorithm": low_algo,
-                     "floor": float(means[low_algo]), "best_algorithm": means.idxmax(),
-                     "best": float(means.max())})
-    return pd.DataFrame(rows, columns=["benchmark", "split", "floor_algorithm", "floor", "best_algorithm", "best"])
+NOT_NORMALISED = "not normalised: no fixed reference return (add one in config/normalisation.yaml)"
+POINT_COLUMNS = ["benchmark", "split", "random", "reference", "random_source", "reference_source"]
 
 
-def normalise(scores: pd.DataFrame, floor: str, value: str = "score") -> pd.Series:
-    """Normalised scores (see the module docstring), aligned with `scores`' index."""
+def normalisation_points(declared) -> pd.DataFrame:
+    """The declared points (config/normalisation.yaml's `benchmark -> split -> {random,
+    reference, random_source, reference_source}`, or a table of them) as one row per
+    (benchmark, split); `reference` is NaN where it is null."""
+    if isinstance(declared, pd.DataFrame):
+        return declared
+    rows = [{"benchmark": bench, "split": split, "random": float(p["random"]),
+             "reference": np.nan if p.get("reference") is None else float(p["reference"]),
+             "random_source": p.get("random_source", ""), "reference_source": p.get("reference_source", "")}
+            for bench, splits in (declared or {}).items() for split, p in splits.items()]
+    return pd.DataFrame(rows, columns=POINT_COLUMNS)
+
+
+def normalise(scores: pd.DataFrame, declared, value: str = "score") -> pd.Series:
+    """Normalised scores (see the module docstring), aligned with `scores`' index: the success
+    rate where the benchmark has a success signal, else (R - random) / (reference - random)
+    with the declared points of the run's benchmark and split; NaN where the split declares no
+    reference (or is not declared at all)."""
     out = pd.Series(np.nan, index=scores.index, dtype=float)
-    points = normalisation_points(scores, floor, value).set_index(["benchmark", "split"])
+    points = normalisation_points(declared).set_index(["benchmark", "split"])
     for key, group in scores.groupby(["benchmark", "split"], sort=False):
-        if key not in points.index:  # success rate: already in [0, 1]
+        if group["has_success"].any():  # success rate: already in [0, 1]
             out.loc[group.index] = group[value].astype(float)
             continue
-        low, high = points.loc[key, "floor"], points.loc[key, "best"]
-        span = high - low
-        out.loc[group.index] = (group[value] - low) / span if span > 0 else 0.0
+        if key not in points.index or np.isnan(points.loc[key, "reference"]):
+            continue
+        low, high = points.loc[key, "random"], points.loc[key, "reference"]
+        if not high > low:
+            raise ValueError(f"normalisation of {key[0]}/{key[1]}: reference {high} is not above random {low}")
+        out.loc[group.index] = (group[value].astype(float) - low) / (high - low)
     return out
 
 
-def describe_normalisation(points: pd.DataFrame, name, number) -> str:
-    """One sentence naming each benchmark's 0 and 1 of the normalised score, e.g.
-    "PointNav: 0 = -20.3 (Random), 1 = -9.71 (MAML-TRPO)"; `name` and `number` format an
-    algorithm ID and a value."""
-    return "; ".join(f"{r.benchmark}: 0 = {number(r.floor)} ({name(r.floor_algorithm)}), "
-                     f"1 = {number(r.best)} ({name(r.best_algorithm)})" for r in points.itertuples())
+def unnormalised(scores: pd.DataFrame, declared) -> list[str]:
+    """Benchmarks of `scores` without a success signal whose normalised score is NaN on some
+    split of `scores` (no reference declared): left out of the aggregates."""
+    points = normalisation_points(declared).set_index(["benchmark", "split"])
+    out = []
+    for (bench, split), group in scores.groupby(["benchmark", "split"], sort=False):
+        if group["has_success"].any():
+            continue
+        if (bench, split) not in points.index or np.isnan(points.loc[(bench, split), "reference"]):
+            out.append(bench)
+    return list(dict.fromkeys(out))
+
+
+def source_name(text: str) -> str:
+    """The short name of a source text ("name: details" -> "name")."""
+    return str(text).split(":", 1)[0].strip()
+
+
+def describe_normalisation(declared, benchmarks, number="{:g}".format, split: str = "test") -> str:
+    """One sentence naming the fixed 0 and 1 of each benchmark's normalised score on `split`, e.g.
+    "PointNav: 0 = -20.23 (uniform-random agent), 1 = -3.8001 (goal-knowing oracle)", and the
+    benchmarks that are not normalised; `number` formats a value (default: as declared)."""
+    points = normalisation_points(declared)
+    points = points[points["split"] == split].set_index("benchmark")
+    parts, missing = [], []
+    for bench in benchmarks:
+        if bench not in points.index or np.isnan(points.loc[bench, "reference"]):
+            missing.append(bench)
+            continue
+        r = points.loc[bench]
+        parts.append(f"{bench}: 0 = {number(r['random'])} ({source_name(r['random_source'])}), "
+                     f"1 = {number(r['reference'])} ({source_name(r['reference_source'])})")
+    text = "; ".join(parts)
+    if missing:
+        text += ("; " if text else "") + f"{', '.join(missing)}: {NOT_NORMALISED}"
+    return text
 
 
 # ----------------------------------------------------------------------------- intervals
@@ -248,10 +287,12 @@ def family_matrices(scores: pd.DataFrame, algorithms: list[str], value: str = "n
                     ) -> dict[str, tuple[dict[str, np.ndarray], list[str], list[int]]]:
     """Per family (benchmarks with / without a success signal): `algorithm -> (seeds x
     benchmarks)` matrices for rliable, over the benchmarks every algorithm ran and the seeds
-    every (algorithm, benchmark) pair has (stratified bootstrap needs a full matrix)."""
+    every (algorithm, benchmark) pair has (stratified bootstrap needs a full matrix). Scores
+    whose `value` is NaN (a benchmark without a reference: not normalised) are left out."""
     out = {}
     for family, has_success in (("returns", False), ("success", True)):
         part = scores[scores["has_success"] == has_success]
+        part = part[part[value].notna()]  # not normalised (no reference): left out
         present = [a for a in algorithms if a in set(part["algorithm"])]
         if part.empty or not present:
             continue

@@ -10,6 +10,10 @@
 
 Lines are means over seeds with shaded 95 % percentile-bootstrap CIs of the mean (seeded from
 config `aggregate.random_state`); the floor algorithm is a dashed grey line without a band.
+Every figure says so itself: the legend's title (or the caption under the aggregate figure)
+names the line, the band and the number of seeds, counted from the data. Axis limits come from
+the data, CI bounds included, and figures are saved cropped to everything drawn (style.save).
+Each function returns its figure (closed, already written) for tests to inspect.
 Definitions of the numbers are in metrics.py; names and colours in style.py.
 """
 
@@ -17,6 +21,7 @@ Definitions of the numbers are in metrics.py; names and colours in style.py.
 import json
 import math
 import sys
+import textwrap
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,17 +86,19 @@ def band(frame: pd.DataFrame, x: str, y: str, ci: MeanCI) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def grid(n: int, max_cols: int = 5, panel_h: float = 1.6):
+def grid(n: int, max_cols: int = 5, panel_h: float = 1.6, sharey: bool = False):
     cols = min(max(n, 1), max_cols)
     rows = math.ceil(max(n, 1) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(style.FULL_WIDTH, panel_h * rows + 0.45), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(style.FULL_WIDTH, panel_h * rows + 0.45), squeeze=False,
+                             sharey=sharey)
     axes = axes.ravel()
     for ax in axes[n:]:
         ax.set_visible(False)
     return fig, axes[:n]
 
 
-def legend(fig, algos: list[str], colours: dict, floor: str, ncol: int | None = None) -> None:
+def legend(fig, algos: list[str], colours: dict, floor: str, title: str = "", ncol: int | None = None) -> None:
+    """The algorithms' legend above the panels; `title` says what lines and bands are."""
     handles = []
     for a in algos:
         if a == floor:
@@ -99,14 +106,63 @@ def legend(fig, algos: list[str], colours: dict, floor: str, ncol: int | None = 
         else:
             handles.append(plt.Line2D([], [], color=colours[a], lw=1.8, label=style.name(a)))
     fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=ncol or len(handles),
-               frameon=False, handlelength=2.2, columnspacing=1.4)
+               frameon=False, handlelength=2.2, columnspacing=1.4, title=title or None,
+               title_fontproperties={"size": 6.5})
 
 
-def empty(path: str, message: str) -> None:
+def level_text(level: float) -> str:
+    return f"{100 * level:g}%"
+
+
+def seed_counts(frame: pd.DataFrame, floor: str, by: str = "benchmark") -> dict:
+    """Per benchmark (`by`): the number of seeds behind each mean, as text ("5", or "3–5" when
+    algorithms differ), counted over the algorithms drawn with a band (the floor's only if alone)."""
+    out = {}
+    for key, g in frame.groupby(by, sort=False):
+        if (g["algorithm"] != floor).any():
+            g = g[g["algorithm"] != floor]
+        out[key] = range_text(g.groupby("algorithm")["seed"].nunique())
+    return out
+
+
+def range_text(counts) -> str:
+    counts = sorted(set(int(c) for c in counts))
+    if not counts:
+        return "0"
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+
+
+def seeds_phrase(counts: dict) -> str:
+    """ "5 seeds" when every panel has the same number, else a pointer to the panel titles."""
+    values = set(counts.values())
+    if len(values) == 1:
+        n = values.pop()
+        return f"{n} seed" + ("" if n == "1" else "s")
+    return "n seeds (n in each panel's title)"
+
+
+def panel_title(bench: str, counts: dict) -> str:
+    return bench if len(set(counts.values())) == 1 else f"{bench} (n={counts[bench]})"
+
+
+def band_title(counts: dict, ci: "MeanCI", floor: str | None, line: str = "line", band: str = "shaded") -> str:
+    """What the lines and bands of a figure are, with the number of seeds from the data."""
+    dashed = f"; dashed: {style.name(floor)}, mean (no band)" if floor else ""
+    return (f"{line}: mean over {seeds_phrase(counts)}; {band}: {level_text(ci.level)} percentile-bootstrap "
+            f"CI of the mean{dashed}")
+
+
+def caption(fig, text: str, width: int = 165, size: float = 6) -> None:
+    """A caption under the figure, wrapped by hand (saving crops to it: style.save)."""
+    fig.text(0.01, 0.0, "\n".join(textwrap.wrap(text, width)), fontsize=size, ha="left", va="top")
+
+
+def empty(path: str, message: str):
     fig, ax = plt.subplots(figsize=(style.COLUMN_WIDTH, 1.2))
     ax.axis("off")
-    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True)
+    ax.text(0.5, 0.5, "\n".join(textwrap.wrap(message, 60)), ha="center", va="center")
     style.save(fig, path)
+    return fig
 
 
 def score_label(has_success: bool) -> str:
@@ -135,6 +191,7 @@ def learning_curves(info, inputs, out):
     benches = [b for b in info["benchmarks"] if b in set(curve["benchmark"])]
     fig, axes = grid(len(benches))
     ci = MeanCI.of(info)
+    counts = seed_counts(curve[curve["benchmark"].isin(benches)], info["floor"])
     for ax, bench in zip(axes, benches):
         part = curve[curve["benchmark"] == bench]
         pct = bool(part["has_success"].any())
@@ -152,13 +209,15 @@ def learning_curves(info, inputs, out):
             b["x"] = b["iteration"].map(xs)
             ax.plot(b["x"], b["mean"] * scale, color=colours[algo], zorder=3)
             ax.fill_between(b["x"], b["lo"] * scale, b["hi"] * scale, color=colours[algo], alpha=0.2, lw=0, zorder=2)
-        ax.set_title(bench)
+        ax.set_title(panel_title(bench, counts))
         ax.set_xlabel("Environment steps")
         steps_axis(ax)
         ax.set_ylabel(score_label(pct))
-    legend(fig, algos, colours, info["floor"])
+    floor = info["floor"] if info["floor"] in set(curve["algorithm"]) else None
+    legend(fig, algos, colours, info["floor"], "Test split. " + band_title(counts, ci, floor, "Line"))
     fig.tight_layout(w_pad=0.6, h_pad=0.8)
     style.save(fig, out)
+    return fig
 
 
 def adaptation(info, inputs, out):
@@ -171,6 +230,7 @@ def adaptation(info, inputs, out):
     benches = [b for b in info["benchmarks"] if b in set(per_ep["benchmark"])]
     fig, axes = grid(len(benches))
     ci = MeanCI.of(info)
+    counts = seed_counts(per_ep[per_ep["benchmark"].isin(benches)], info["floor"])
     for ax, bench in zip(axes, benches):
         part = per_ep[per_ep["benchmark"] == bench]
         pct = bool(part["has_success"].any())
@@ -190,13 +250,16 @@ def adaptation(info, inputs, out):
                 continue
             ax.plot(x, b["mean"] * scale, color=colours[algo], marker="o", ms=2.5, zorder=3)
             ax.fill_between(x, b["lo"] * scale, b["hi"] * scale, color=colours[algo], alpha=0.2, lw=0, zorder=2)
-        ax.set_title(bench)
+        ax.set_title(panel_title(bench, counts))
         ax.set_xlabel("Episode of the trial")
         ax.set_xticks(range(1, n_ep + 1) if n_ep <= 8 else range(1, n_ep + 1, 2))
         ax.set_ylabel("Success rate (%)" if pct else "Return")
-    legend(fig, algos, colours, info["floor"])
+    floor = info["floor"] if info["floor"] in set(per_ep["algorithm"]) else None
+    legend(fig, algos, colours, info["floor"], "Final model, test split, mean over tasks per run. "
+           + band_title(counts, ci, floor, "Line"))
     fig.tight_layout(w_pad=0.6, h_pad=0.8)
     style.save(fig, out)
+    return fig
 
 
 def ood(info, inputs, out):
@@ -214,6 +277,9 @@ def ood(info, inputs, out):
     cols = min(max(n_small, 1), 4)
     small_rows = math.ceil(n_small / cols) if n_small else 0
     has_sweep = not sweep.empty
+    counts = seed_counts(pd.concat([sweep[["benchmark", "algorithm", "seed"]],
+                                    scores.loc[scores["benchmark"].isin(benches), ["benchmark", "algorithm", "seed"]]]),
+                         info["floor"])
     heights = ([2.0] if has_sweep else []) + [1.6] * small_rows
     fig = plt.figure(figsize=(style.FULL_WIDTH, sum(heights) + 0.5 + 0.3 * len(heights)))
     gs = fig.add_gridspec(len(heights), cols, height_ratios=heights)
@@ -240,7 +306,8 @@ def ood(info, inputs, out):
         ax.set_xlim(0, 4)
         ax.set_xlabel("Target velocity v*")
         ax.set_ylabel("Adapted return")
-        ax.set_title(f"{bench}: adapted return (last episode) against the target velocity")
+        title = f"{bench}: adapted return (last episode) against the target velocity"
+        ax.set_title(title if len(set(counts.values())) == 1 else f"{title} (n={counts[bench]})")
         row = 1
     for i, bench in enumerate(benches):
         ax = fig.add_subplot(gs[row + i // cols, i % cols])
@@ -262,11 +329,13 @@ def ood(info, inputs, out):
                                 fmt="o", ms=3.5, color=colours[algo], capsize=2, lw=1.1, zorder=3)
         ax.set_xticks([0, 1], ["Test", "OOD"])
         ax.set_xlim(-0.5, 1.5)
-        ax.set_title(bench)
+        ax.set_title(panel_title(bench, counts))
         ax.set_ylabel(score_label(pct))
-    legend(fig, algos, colours, info["floor"])
+    floor = info["floor"] if info["floor"] in set(episodes["algorithm"]) else None
+    legend(fig, algos, colours, info["floor"], band_title(counts, ci, floor, "Line and point", "shaded and error bar"))
     fig.tight_layout(h_pad=1.0)
     style.save(fig, out)
+    return fig
 
 
 def ablations(info, inputs, out):
@@ -279,8 +348,10 @@ def ablations(info, inputs, out):
     scores = metrics.run_scores(episodes)
     scores = scores[scores["split"] == "test"]
     settings = list(dict.fromkeys(e["setting"] for e in table))
-    fig, axes = grid(len(settings), max_cols=5, panel_h=1.7)
+    fig, axes = grid(len(settings), max_cols=5, panel_h=1.7, sharey=True)  # one metric: one scale
     ci = MeanCI.of(info)
+    variants = [e["variant"] for e in table]
+    n_seeds = range_text(scores[scores["variant"].isin(variants)].groupby("variant")["seed"].nunique())
     for ax, setting in zip(axes, settings):
         entries = [e for e in table if e["setting"] == setting]
         for x, e in enumerate(entries):
@@ -299,8 +370,12 @@ def ablations(info, inputs, out):
                plt.Line2D([], [], color=colour, marker="s", mfc="white", ls="", label="ablated value"),
                plt.Line2D([], [], color=colour, marker="o", ms=3, alpha=0.35, ls="", label="single seeds")]
     fig.tight_layout(w_pad=0.6)
-    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False,
+               title=f"Test split, final model. Marker: mean over {seeds_phrase({'all': n_seeds})}; "
+                     f"error bar: {level_text(ci.level)} percentile-bootstrap CI of the mean. "
+                     "All panels share one y scale.", title_fontproperties={"size": 6.5})
     style.save(fig, out)
+    return fig
 
 
 def aggregate(info, inputs, out):
@@ -310,10 +385,13 @@ def aggregate(info, inputs, out):
     bootstrap = metrics.Bootstrap.from_config(info["aggregate"])
     scores = metrics.run_scores(episodes)
     scores = scores[scores["algorithm"].isin(info["algorithms"])].copy()
-    scores["normalised"] = metrics.normalise(scores, info["floor"])
+    declared = info["normalisation"]
+    scores["normalised"] = metrics.normalise(scores, declared)
     families = metrics.family_matrices(scores, info["algorithms"])
+    excluded = metrics.unnormalised(scores, declared)
     if not families:
-        return empty(out, "Not enough runs for aggregate statistics.")
+        return empty(out, "Not enough runs for aggregate statistics."
+                     + (f" {', '.join(excluded)}: {metrics.NOT_NORMALISED}." if excluded else ""))
     colours = style.palette(info["algorithms"])
     n_metrics = len(metrics.AGGREGATES)
     fig, axes = plt.subplots(len(families), n_metrics + 1, squeeze=False,
@@ -332,8 +410,8 @@ def aggregate(info, inputs, out):
             ax.set_title(metric + ("\n(lower is better)" if metric == "Optimality gap" else ""), fontsize=7)
             ax.grid(axis="y", visible=False)
             ax.tick_params(axis="x", labelsize=6)
-        axes[row, 0].set_ylabel(("Normalised return" if family == "returns" else "Success rate") +
-                                f"\n{len(benches)} bench. × {len(seeds)} seeds", fontsize=7)
+        axes[row, 0].set_ylabel(("Normalised return\n(0 = random, 1 = reference)" if family == "returns"
+                                 else "Success rate") + f"\n{len(benches)} bench. × {len(seeds)} seeds", fontsize=7)
         ax = axes[row, n_metrics]
         poi = metrics.improvement_probabilities(matrices, info["reference"], bootstrap)
         others = [a for a in algos if a != info["reference"] and a in set(poi["algorithm"])]
@@ -349,15 +427,21 @@ def aggregate(info, inputs, out):
         ax.set_xlabel("probability of improvement", fontsize=6)
         ax.grid(axis="y", visible=False)
         ax.tick_params(axis="x", labelsize=6)
-    footnote = 0.0
-    if "returns" in families:  # say what 0 and 1 of the normalised return are
-        points = metrics.normalisation_points(scores[scores["benchmark"].isin(families["returns"][1])], info["floor"])
-        text = fig.text(0.01, 0.01, "Normalised return per benchmark: "
-                        + metrics.describe_normalisation(points, style.name, style.number) + ".",
-                        fontsize=6, ha="left", va="bottom", wrap=True)
-        footnote = (0.25 + 0.1 * (len(text.get_text()) // 160)) / fig.get_figheight()
-    fig.tight_layout(w_pad=0.8, h_pad=1.2, rect=(0, footnote, 1, 1))
+    fig.tight_layout(w_pad=0.8, h_pad=1.2)
+    level = level_text(bootstrap.confidence)
+    text = ["Test split, final models. Dots: point estimates; bars: " + level + " stratified-bootstrap CIs "
+            f"(rliable, {bootstrap.reps} replications) over runs (seeds) × benchmarks, per algorithm. "
+            + "; ".join(f"{metrics.FAMILIES[f]} (IQM, mean, median and optimality gap over {len(seeds)} runs × "
+                        f"{len(benches)} benchmark{'s' if len(benches) > 1 else ''}: {', '.join(benches)})"
+                        for f, (_, benches, seeds) in families.items()) + "."]
+    returns = [b for b in info["benchmarks"]
+               if b in set(scores.loc[~scores["has_success"].astype(bool), "benchmark"])]
+    if returns:  # say what 0 and 1 of the normalised return are, and what is left out
+        text.append("Normalised return = (R − R_random) / (R_reference − R_random), fixed per benchmark "
+                    "(config/normalisation.yaml): " + metrics.describe_normalisation(declared, returns) + ".")
+    caption(fig, " ".join(text))
     style.save(fig, out)
+    return fig
 
 
 def interval_bar(ax, y: float, value: float, low: float, high: float, colour: str) -> None:
@@ -402,6 +486,7 @@ def latent(info, inputs, out):
                  f"seed {seed}, every step): first two principal components", fontsize=8, fontweight="bold",
                  y=1.04)
     style.save(fig, out)
+    return fig
 
 
 FIGURES = {

@@ -50,6 +50,20 @@ def number(x: float, percent: bool = False) -> str:
     return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.00"
 
 
+def spread(x: float, percent: bool = False) -> str:
+    """A standard deviation as the tables print it after "±": as `number`, except that a spread
+    that is not 0 never prints as 0: one below the printed precision is "<0.01" ("<0.1" for a
+    rate in %), and exactly 0 (every seed the same) is "0"."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if x == 0:
+        return "0"
+    text = number(x, percent)
+    if float(text) == 0:
+        return "<" + ("0.1" if percent else "0.01")
+    return text
+
+
 # Two-column paper: a full-width figure is ~7 in wide, a column ~3.4 in.
 FULL_WIDTH = 7.0
 COLUMN_WIDTH = 3.4
@@ -97,5 +111,8 @@ def setup() -> None:
 
 
 def save(fig, path: str) -> None:
-    fig.savefig(path, format="pdf", metadata={"CreationDate": None, "Creator": "metarl-bench"})
+    """Write `fig` as a PDF, cropped to everything drawn (legends above the axes, captions below:
+    nothing is cut off), and close it."""
+    fig.savefig(path, format="pdf", bbox_inches="tight", pad_inches=0.02,
+                metadata={"CreationDate": None, "Creator": "metarl-bench"})
     plt.close(fig)

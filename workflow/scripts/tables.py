@@ -50,7 +50,7 @@ def mean_cell(r: dict, percent: bool = False) -> str:
         return "–"
     if r["n"] < 2:
         return number(r["mean"], percent)
-    return f"{number(r['mean'], percent)} ± {number(r['std'], percent)}"
+    return f"{number(r['mean'], percent)} ± {style.spread(r['std'], percent)}"
 
 
 @dataclass
@@ -80,7 +80,7 @@ def markdown(sections: list[Section], title: str) -> str:
 
 
 TEX_ESCAPES = {"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "±": r"$\pm$", "–": "--", "²": r"$^2$",
-               "−": "$-$", "≥": r"$\geq$", ">": r"$>$"}
+               "−": "$-$", "≥": r"$\geq$", ">": r"$>$", "<": r"$<$"}
 
 
 def tex_escape(text: str) -> str:
@@ -144,6 +144,13 @@ def benchmark_label(bench: str, n: list[int]) -> str:
     return f"{bench} (n={'/'.join(map(str, ns))})" if ns else bench
 
 
+def normalisation_note(declared, benchmarks) -> str:
+    """The sentence under every table of normalised returns: which fixed points it uses."""
+    return ("Normalised per benchmark with fixed points (config/normalisation.yaml, test split): "
+            "(R − R_random) / (R_reference − R_random), independent of the runs compared: "
+            + metrics.describe_normalisation(declared, benchmarks) + ".")
+
+
 SCORE_NOTE = ("Score: adapted return (last episode of the trial) on MuJoCo and PointNav; success rate in % "
               "on Meta-World (scored episodes after the 10 exploration episodes). Final model.")
 
@@ -185,9 +192,16 @@ def table_main(info, bootstrap, paths):
 
     # cross-benchmark aggregates and probability of improvement
     main = scores.copy()
+    declared = info["normalisation"]
     if not main.empty:
-        main["normalised"] = metrics.normalise(main, info["floor"])
+        main["normalised"] = metrics.normalise(main, declared)
     fams = metrics.family_matrices(main, algos) if not main.empty else {}
+    ran = set(main.loc[~main["has_success"].astype(bool), "benchmark"]) if not main.empty else set()
+    returns = [b for b in info["benchmarks"] if b in ran]  # benchmarks scored by return
+    if returns and "returns" not in fams:  # no benchmark to aggregate: say why
+        sections.append(Section(f"Aggregate: {metrics.FAMILIES['returns']}", ["Metric"] + header[1:],
+                                [["no benchmark with a reference and runs of every algorithm"] + [""] * len(algos)],
+                                normalisation_note(declared, returns)))
     for family, (matrices, benches, seeds) in fams.items():
         agg = metrics.aggregate_intervals(matrices, bootstrap)
         pct = family == "success"
@@ -211,10 +225,7 @@ def table_main(info, bootstrap, paths):
         note = (f"{metrics.FAMILIES[family]} over {', '.join(benches)}; {len(seeds)} seeds per benchmark "
                 f"(seeds {', '.join(map(str, seeds))}); point estimate [95% stratified-bootstrap CI]. ")
         if family == "returns":
-            points = metrics.normalisation_points(main[main["benchmark"].isin(benches)], info["floor"])
-            note += ("Normalised per benchmark: (R − R_random) / (R_best − R_random), R_best the best mean over "
-                     "seeds among the algorithms of this table, so the scale moves with them: "
-                     + metrics.describe_normalisation(points, style.name, number) + ".")
+            note += normalisation_note(declared, returns)
         sections.append(Section(f"Aggregate: {metrics.FAMILIES[family]}", ["Metric"] + header[1:], rows, note, best))
         poi = metrics.improvement_probabilities(matrices, info["reference"], bootstrap)
         if not poi.empty:
