@@ -41,7 +41,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from baselines.rl2 import LinearFeatureBaseline
 from metarl.agent import Agent, AgentConfig, EnvSpec, TrialSpec
 from metarl.config import (
     Discount,
@@ -52,8 +51,9 @@ from metarl.config import (
     Range,
 )
 from metarl.errors import UsageError
-from metarl.ppo import gae_advantages, gaussian_entropy, gaussian_kl, gaussian_log_prob, mlp
-from metarl.seeding import agent_generator, eval_generator
+from metarl.learning import LinearFeatureBaseline, gaussian_entropy, gaussian_kl, gaussian_log_prob, mlp
+from metarl.ppo import gae_advantages
+from metarl.seeding import agent_generator
 
 
 @dataclass
@@ -262,7 +262,7 @@ class MAMLTRPOAgent(Agent):
     # -- acting ---------------------------------------------------------------------------------
     def start_trial(self, n: int, spec: TrialSpec) -> None:
         self._spec = spec
-        self.gen = self.train_gen if spec.training else eval_generator(spec.seed)
+        self.gen = self.trial_generator(spec)
         with torch.no_grad():
             self._slot_params = [p.detach().unsqueeze(0).repeat(n, *([1] * p.dim())) for p in self._theta()]
         steps = spec.episodes * self.env.episode_length

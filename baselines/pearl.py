@@ -46,8 +46,8 @@ from torch import nn
 from metarl.agent import Agent, AgentConfig, EnvSpec, TrialSpec
 from metarl.config import Discount, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveFraction, PositiveInt
 from metarl.errors import UsageError
-from metarl.ppo import mlp
-from metarl.seeding import agent_generator, agent_rng, eval_generator
+from metarl.learning import mlp
+from metarl.seeding import agent_generator, agent_rng
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # rlkit's TanhGaussianPolicy clamp
 
@@ -277,7 +277,7 @@ class PEARLAgent(Agent):
     # -- acting ------------------------------------------------------------------------------
     def start_trial(self, n: int, spec: TrialSpec) -> None:
         self._spec = spec
-        self.gen = self.train_gen if spec.training else eval_generator(spec.seed)
+        self.gen = self.trial_generator(spec)
         latent = self.config.latent_dim
         self._z = torch.zeros(n, latent, device=self.device)
         self._z_mean = torch.zeros(n, latent, device=self.device)

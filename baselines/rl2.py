@@ -35,8 +35,9 @@ from torch import nn
 from metarl.agent import Agent, AgentConfig, EnvSpec, TrialSpec
 from metarl.config import Discount, Fraction, NonNegativeFloat, PositiveFloat, PositiveInt
 from metarl.errors import UsageError
-from metarl.ppo import discounted_returns, gae_advantages, gaussian_entropy, gaussian_log_prob, minibatches
-from metarl.seeding import agent_generator, eval_generator
+from metarl.learning import LinearFeatureBaseline, explained_variance, gaussian_entropy, gaussian_log_prob
+from metarl.ppo import discounted_returns, gae_advantages, minibatches
+from metarl.seeding import agent_generator
 
 
 @dataclass
@@ -79,35 +80,6 @@ class RL2Network(nn.Module):
         return self.mean(out), self.value(out).squeeze(-1), h
 
 
-class LinearFeatureBaseline:
-    """garage's LinearFeatureBaseline: ridge regression of returns on per-step features."""
-
-    def __init__(self, reg_coeff: float = 1e-5):
-        self.reg_coeff = reg_coeff
-        self.coeffs: np.ndarray | None = None
-
-    @staticmethod
-    def features(obs: np.ndarray, steps: np.ndarray) -> np.ndarray:
-        o = np.clip(obs, -10, 10)
-        t = steps[..., None] / 100.0
-        return np.concatenate([o, o**2, t, t**2, t**3, np.ones_like(t)], axis=-1)
-
-    def predict(self, feats: np.ndarray) -> np.ndarray:
-        if self.coeffs is None:
-            return np.zeros(feats.shape[:-1])
-        return feats @ self.coeffs
-
-    def fit(self, feats: np.ndarray, returns: np.ndarray) -> None:
-        reg = self.reg_coeff
-        a, b = feats.T @ feats, feats.T @ returns
-        for _ in range(5):
-            coeffs = np.linalg.lstsq(a + reg * np.eye(a.shape[0]), b, rcond=None)[0]
-            if np.all(np.isfinite(coeffs)):
-                self.coeffs = coeffs
-                return
-            reg *= 10
-
-
 def linear_baseline(tokens: np.ndarray, valid: np.ndarray, returns: np.ndarray) -> np.ndarray:
     """garage's RL² baseline: a LinearFeatureBaseline fitted on this batch's valid steps
     (features of the RL² observations and the step index within the trial), then predicted on
@@ -117,14 +89,6 @@ def linear_baseline(tokens: np.ndarray, valid: np.ndarray, returns: np.ndarray) 
     base = LinearFeatureBaseline()
     base.fit(feats[valid], returns[valid])
     return base.predict(feats) * valid
-
-
-def explained_variance(values: torch.Tensor, returns: torch.Tensor, valid: torch.Tensor) -> float:
-    """1 − Var(returns − values) / Var(returns) over the valid steps (garage logs it too)."""
-    mask = valid.bool()
-    r, v = returns[mask], values[mask]
-    var = float(r.var())
-    return float(1.0 - (r - v).var() / var) if var > 0 else 0.0
 
 
 class RL2Agent(Agent):
@@ -146,7 +110,7 @@ class RL2Agent(Agent):
     # -- acting ------------------------------------------------------------------------------
     def start_trial(self, n: int, spec: TrialSpec) -> None:
         self._h = torch.zeros(1, n, self.config.hidden_size, device=self.device)  # reset per trial only
-        self.gen = self.train_gen if spec.training else eval_generator(spec.seed)
+        self.gen = self.trial_generator(spec)
 
     @torch.inference_mode()
     def act(self, tokens: np.ndarray, deterministic: np.ndarray):

@@ -55,8 +55,9 @@ from torch import nn
 from metarl.agent import Agent, AgentConfig, EnvSpec, TrialSpec
 from metarl.config import Discount, Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from metarl.errors import UsageError
-from metarl.ppo import LOG_STD_MIN, gae_advantages, gaussian_entropy, gaussian_log_prob, minibatches, mlp, ppo_clip_loss
-from metarl.seeding import agent_generator, eval_generator
+from metarl.learning import LOG_STD_MIN, RunningMeanStd, gaussian_entropy, gaussian_kl_logvar, gaussian_log_prob, mlp
+from metarl.ppo import gae_advantages, minibatches, ppo_clip_loss
+from metarl.seeding import agent_generator
 
 
 @dataclass
@@ -120,32 +121,6 @@ class VariBADConfig(AgentConfig):
         for key, used in needed:
             if used and not getattr(self, key):
                 raise UsageError(f"setting {key!r}: needs at least one layer, got []")
-
-
-class RunningMeanStd:
-    """Running mean and variance of batches (OpenAI baselines' parallel-moments update)."""
-
-    def __init__(self, dim: int):
-        self.mean = np.zeros(dim, np.float64)
-        self.var = np.ones(dim, np.float64)
-        self.count = 1e-4
-
-    def update(self, x: np.ndarray) -> None:
-        x = np.asarray(x, np.float64).reshape(-1, self.mean.shape[0])
-        b_mean, b_var, b_count = x.mean(0), x.var(0), x.shape[0]
-        delta, total = b_mean - self.mean, self.count + b_count
-        m2 = self.var * self.count + b_var * b_count + delta**2 * self.count * b_count / total
-        self.mean, self.var, self.count = self.mean + delta * b_count / total, m2 / total, total
-
-    def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        mean = torch.as_tensor(self.mean, dtype=x.dtype, device=x.device)
-        return (x - mean) / torch.as_tensor(np.sqrt(self.var + 1e-8), dtype=x.dtype, device=x.device)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean.copy(), "var": self.var.copy(), "count": self.count}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.mean, self.var, self.count = state["mean"].copy(), state["var"].copy(), state["count"]
 
 
 class Encoder(nn.Module):
@@ -300,11 +275,6 @@ class TrialBuffer:
         self.size, self.pos = state["size"], state["pos"]
 
 
-def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor, prior_mean: torch.Tensor, prior_logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mean, e^logvar) || N(prior_mean, e^prior_logvar)), summed over the last axis."""
-    return 0.5 * (prior_logvar - logvar - 1 + (logvar.exp() + (mean - prior_mean) ** 2) / prior_logvar.exp()).sum(-1)
-
-
 METRICS = ("policy_loss", "value_loss", "entropy", "kl", "vae_loss", "vae_reward_loss", "vae_state_loss", "vae_kl")
 
 
@@ -342,7 +312,7 @@ class VariBADAgent(Agent):
         self._fresh = np.ones(n, bool)
         self._final = np.zeros((n, self.state_dim), np.float32)
         self._ended = np.zeros(n, bool)
-        self.gen = self.train_gen if spec.training else eval_generator(spec.seed)
+        self.gen = self.trial_generator(spec)
 
     def start_episode(self, slots: np.ndarray) -> None:
         self._fresh[slots] = True  # the token's previous action/reward are zeros, not a transition
@@ -447,11 +417,11 @@ class VariBADAgent(Agent):
             state_err = (self.state_decoder(zs, s_prev, act) - s_next).pow(2).mean(-1)
             state_loss = (state_err * mask).sum((1, 2)).mean()
         if c.kl_to_gauss_prior:
-            kl_all = gaussian_kl(mean, logvar, torch.zeros_like(mean), torch.zeros_like(logvar))
+            kl_all = gaussian_kl_logvar(mean, logvar, torch.zeros_like(mean), torch.zeros_like(logvar))
         else:  # q_t against q_{t-1}; q_0 against N(0, I)
             prev_mean = torch.cat([torch.zeros_like(mean[:, :1]), mean[:, :-1]], 1)
             prev_logvar = torch.cat([torch.zeros_like(logvar[:, :1]), logvar[:, :-1]], 1)
-            kl_all = gaussian_kl(mean, logvar, prev_mean, prev_logvar)
+            kl_all = gaussian_kl_logvar(mean, logvar, prev_mean, prev_logvar)
         if c.kl_reference_sum:
             # The reference sums its (terms x trials) KL matrix over trials instead of averaging,
             # and with subsampled terms indexes it by every trial's sampled terms for *each*

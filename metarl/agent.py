@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from metarl.config import PositiveInt
-from metarl.seeding import agent_rng
+from metarl.seeding import agent_rng, eval_generator
 
 if TYPE_CHECKING:
     from metarl.envs.base import Benchmark
@@ -112,6 +112,13 @@ class Agent(abc.ABC):
     # -- acting ------------------------------------------------------------------------------
     @abc.abstractmethod
     def start_trial(self, n: int, spec: TrialSpec) -> None: ...
+
+    def trial_generator(self, spec: TrialSpec) -> torch.Generator:
+        """The torch generator a trial's actions are drawn from: in training, the agent's own
+        `train_gen` (made with `agent_generator(seed, "act")`, carried across iterations and
+        checkpointed); in evaluation, a fresh stream of the trial's seed, so an evaluation
+        never depends on, nor moves, the training stream."""
+        return self.train_gen if spec.training else eval_generator(spec.seed)
 
     def start_episode(self, slots: np.ndarray) -> None:  # noqa: B027 - optional hook
         """Slots `slots` start a new episode within their trial."""

@@ -10,21 +10,18 @@ Everything works on padded trial tensors of shape (N trials, L steps) with a `va
 - value targets: plain discounted Monte-Carlo returns over the trial (`discounted_returns`);
 - the clipped surrogate without advantage normalisation or entropy (`ppo_clip_loss`);
 - shuffled minibatches that keep the last partial one, or drop it (`minibatches`);
-- garage's step-wise exponential learning-rate decay (`exponential_decay`);
-- a diagonal Gaussian with a state-independent log-std (`gaussian_log_prob`) and a Gaussian
-  MLP value function trained by negative log-likelihood (`GaussianValueMLP`).
+- garage's step-wise exponential learning-rate decay (`exponential_decay`).
+
+Networks, Gaussian helpers, normalisers and baselines shared by every algorithm are in
+`metarl.learning`.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import torch
-from torch import Tensor, nn
-
-LOG_STD_MIN = math.log(1e-6)
-
+from torch import Tensor
 
 def discount_cumsum(x: Tensor, discount: float) -> Tensor:
     """y[t] = sum_k discount^k x[t+k] along the last axis (reverse discounted cumulative sum)."""
@@ -96,51 +93,3 @@ def exponential_decay(optimizer: torch.optim.Optimizer, steps_per_epoch: int, st
         return gamma**decays
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def gaussian_log_prob(mean: Tensor, log_std: Tensor, actions: Tensor) -> Tensor:
-    """Sum over action dimensions of the diagonal Gaussian log-density."""
-    z = (actions - mean) * torch.exp(-log_std)
-    return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-
-
-def gaussian_entropy(log_std: Tensor) -> Tensor:
-    return (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
-
-
-def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.Tanh) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i in range(len(sizes) - 1):
-        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
-        if i < len(sizes) - 2:
-            layers.append(activation())
-    return nn.Sequential(*layers)
-
-
-class GaussianValueMLP(nn.Module):
-    """garage's GaussianMLPValueFunction with `learn_std`: an MLP mean and one learned log-std;
-    trained by the negative log-likelihood of the returns, not by squared error."""
-
-    def __init__(self, input_dim: int, hidden: Sequence[int] = (64, 64), init_std: float = 1.0):
-        super().__init__()
-        self.net = mlp([input_dim, *hidden, 1])
-        for layer in self.net:
-            if isinstance(layer, nn.Linear):
-                nn.init.xavier_uniform_(layer.weight)
-                nn.init.zeros_(layer.bias)
-        self.log_std = nn.Parameter(torch.full((1,), math.log(init_std)))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x).squeeze(-1)
-
-    def loss(self, x: Tensor, returns: Tensor) -> Tensor:
-        mean = self(x)
-        log_std = self.log_std.clamp_min(LOG_STD_MIN)
-        return -gaussian_log_prob(mean[:, None], log_std, returns[:, None]).mean()
-
-
-def gaussian_kl(mean_p: Tensor, log_std_p: Tensor, mean_q: Tensor, log_std_q: Tensor) -> Tensor:
-    """KL(p ‖ q) of two diagonal Gaussians, summed over action dimensions."""
-    var_ratio = torch.exp(2 * (log_std_p - log_std_q))
-    z = (mean_p - mean_q) * torch.exp(-log_std_q)
-    return (0.5 * (var_ratio + z.pow(2) - 1) - (log_std_p - log_std_q)).sum(-1)

@@ -12,7 +12,6 @@ checkpoint carries their content: a resumed run rewrites them from it, then carr
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import io

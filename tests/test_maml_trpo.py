@@ -10,7 +10,7 @@ import torch
 from baselines.maml_trpo import conjugate_gradient
 from metarl import config as cfg
 from metarl.agent import TrialSpec
-from metarl.ppo import gaussian_kl
+from metarl.learning import gaussian_kl
 from metarl.sampling import run_trials
 from metarl.seeding import env_rngs, task_rng
 from metarl.training import build_agent, prepare

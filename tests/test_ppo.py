@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from metarl.learning import GaussianValueMLP
 from metarl.ppo import (
-    GaussianValueMLP,
     discounted_returns,
     exponential_decay,
     gae_advantages,

@@ -8,7 +8,8 @@ import dataclasses
 import numpy as np
 import torch
 
-from baselines.rl2 import LinearFeatureBaseline, RL2Agent, linear_baseline
+from baselines.rl2 import RL2Agent, linear_baseline
+from metarl.learning import LinearFeatureBaseline
 from metarl import config as cfg
 from metarl.agent import TrialSpec
 from metarl.sampling import run_trials

@@ -37,17 +37,9 @@ from metarl.config import (
     PositiveInt,
 )
 from metarl.errors import UsageError
-from metarl.ppo import (
-    GaussianValueMLP,
-    discounted_returns,
-    exponential_decay,
-    gae_advantages,
-    gaussian_entropy,
-    gaussian_log_prob,
-    minibatches,
-    ppo_clip_loss,
-)
-from metarl.seeding import agent_generator, eval_generator
+from metarl.learning import GaussianValueMLP, gaussian_entropy, gaussian_log_prob
+from metarl.ppo import discounted_returns, exponential_decay, gae_advantages, minibatches, ppo_clip_loss
+from metarl.seeding import agent_generator
 from trmrl.model import TransformerSettings, TrMRLPolicy
 
 
@@ -131,7 +123,7 @@ class TrMRLAgent(Agent):
     def start_trial(self, n: int, spec: TrialSpec) -> None:
         self._windows = np.zeros((n, self.config.window, self.env.token_dim), np.float32)
         self._lengths = np.zeros(n, np.int64)
-        self.gen = self.train_gen if spec.training else eval_generator(spec.seed)
+        self.gen = self.trial_generator(spec)
 
     def start_episode(self, slots: np.ndarray) -> None:
         self._windows[slots] = 0.0  # the window never crosses an episode boundary

@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metarl.ppo import LOG_STD_MIN, gaussian_log_prob  # LOG_STD_MIN: garage's min_std=1e-6, "exp"
+from metarl.learning import LOG_STD_MIN, gaussian_log_prob  # LOG_STD_MIN: garage's min_std=1e-6, "exp"
 
 __all__ = ["TransformerSettings", "TrMRLPolicy", "LOG_STD_MIN"]
 
