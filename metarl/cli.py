@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write the agent's episodic memory (TrMRL: the policy-head input) at every step, "
                    "with task indices, episodes, steps and the split's task parameters, to FILE "
                    "(default: DIR/memory_{split}.npz)")
+    p.add_argument("--steps", nargs="?", type=Path, const=True, default=None, metavar="FILE",
+                   help="also write every step's reward to FILE (default: DIR/steps_{split}.npz): `reward` "
+                   "[tasks, episodes, episode_length] float32, NaN after an episode that ended early, with "
+                   "benchmark, split, iteration, env_steps, episode_length and task_labels; deterministic bytes")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="torch device")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
 
@@ -206,7 +210,11 @@ def _dispatch(args) -> int:
         memory_out = args.export_memory
         if memory_out is True:
             memory_out = args.run / f"memory_{args.split}.npz"
-        _, s = evaluate_run(args.run, args.split, args.out, args.tasks, args.device, args.threads, memory_out)
+        steps_out = args.steps
+        if steps_out is True:
+            steps_out = args.run / f"steps_{args.split}.npz"
+        _, s = evaluate_run(args.run, args.split, args.out, args.tasks, args.device, args.threads, memory_out,
+                            steps_out)
         print(f"{args.run} [{args.split}]: first-episode return {s['first_return']:.3f}, adapted return "
               f"{s['adapted_return']:.3f}" + (f", success {s['success_rate']:.2f}" if "success_rate" in s else ""))
         return 0

@@ -8,6 +8,10 @@ scored with deterministic actions; success = success at any step of the episode.
 
 Rows, one per episode: iteration, env_steps, split, task (index in the split), episode
 (index in the trial), return, success (blank where the benchmark has no success signal).
+
+Per step (`Evaluator.evaluate(..., rewards=[])`, `metarl evaluate --steps`): every step's
+reward as a [tasks, episodes, episode_length] float32 array, NaN after an episode that ended
+early (`step_rewards`); its sums over steps are the rows' returns to float32 rounding.
 """
 
 from __future__ import annotations
@@ -42,10 +46,13 @@ class Evaluator:
         return tasks[: self.eval_tasks] if self.eval_tasks else tasks
 
     def evaluate(self, agent: Agent, split: str, iteration: int, env_steps: int,
-                 memory: list[dict[str, np.ndarray]] | None = None) -> list[dict[str, Any]]:
+                 memory: list[dict[str, np.ndarray]] | None = None,
+                 rewards: list[np.ndarray] | None = None) -> list[dict[str, Any]]:
         """Evaluation rows of `split`. With a `memory` list (and an agent that exports its
         episodic memory), one dict per chunk of tasks is appended to it: every evaluated step's
-        `memory` vector with its `task` index, `episode` and `step`."""
+        `memory` vector with its `task` index, `episode` and `step`. With a `rewards` list, one
+        array per chunk of tasks is appended to it: `step_rewards` of the chunk's trials
+        (concatenated in order, [tasks, episodes, episode_length]). Neither changes the rows."""
         bench = self.benchmark
         tasks = self.tasks(split)
         key = _name_key(split)
@@ -78,6 +85,8 @@ class Evaluator:
                     "episode": batch.episode[valid],
                     "step": batch.step[valid],
                 })
+            if rewards is not None:
+                rewards.append(step_rewards(batch))
             for row, task_index in enumerate(indices):
                 for episode in range(bench.eval_episodes):
                     rows.append(
@@ -97,6 +106,57 @@ class Evaluator:
         for env in self._envs.values():
             env.close()
         self._envs.clear()
+
+
+def step_rewards(batch) -> np.ndarray:
+    """Every step's reward of a batch of trials as [trials, episodes, episode_length] float32
+    (the sampler's stored rewards), NaN after an episode that ended before its time limit."""
+    out = np.full((batch.n, batch.episodes, batch.episode_length), np.nan, np.float32)
+    valid = batch.valid
+    slot = np.broadcast_to(np.arange(batch.n)[:, None], valid.shape)[valid]
+    out[slot, batch.episode[valid], batch.step[valid]] = batch.rewards[valid]
+    return out
+
+
+def npz_bytes(arrays: dict[str, Any]) -> bytes:
+    """`arrays` as the bytes of a compressed .npz that `np.load` reads (no pickles), the same
+    bytes for the same arrays: entries in name order, each with a fixed time stamp and mode
+    (`np.savez_compressed` stamps every entry with the current time)."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name in sorted(arrays):
+            value = np.asarray(arrays[name])
+            if value.dtype == object:
+                raise TypeError(f"npz entry {name!r}: object arrays need pickles")
+            body = io.BytesIO()
+            np.lib.format.write_array(body, value, allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.create_system = 3
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, body.getvalue(), compresslevel=6)
+    return buffer.getvalue()
+
+
+def steps_arrays(rewards: list[np.ndarray], benchmark: Benchmark, split: str, iteration: int, env_steps: int,
+                 task_labels: list[str]) -> dict[str, np.ndarray]:
+    """The contents of `metarl evaluate --steps FILE` (docs/protocol.md): `reward` float32
+    [tasks, episodes, episode_length], NaN after an episode that ended early; `benchmark`,
+    `split` (strings), `iteration`, `env_steps`, `episode_length` (int64) and `task_labels`."""
+    reward = (np.concatenate(rewards) if rewards else
+              np.zeros((0, benchmark.eval_episodes, benchmark.episode_length), np.float32))
+    return {
+        "reward": reward.astype(np.float32, copy=False),
+        "benchmark": np.array(benchmark.id),
+        "split": np.array(split),
+        "iteration": np.array(iteration, np.int64),
+        "env_steps": np.array(env_steps, np.int64),
+        "episode_length": np.array(benchmark.episode_length, np.int64),
+        "task_labels": np.array([str(label) for label in task_labels], dtype=str),
+    }
 
 
 def summarize(rows: list[dict[str, Any]], benchmark: Benchmark) -> dict[str, float]:

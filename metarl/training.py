@@ -27,7 +27,7 @@ from metarl.agent import Agent, EnvSpec, TrialSpec
 from metarl.envs import get_benchmark
 from metarl.envs.base import Benchmark
 from metarl.errors import EXIT_OK, EXIT_PREEMPTED, UsageError
-from metarl.evaluation import Evaluator, summarize
+from metarl.evaluation import Evaluator, npz_bytes, summarize
 from metarl.progress import Progress
 from metarl.registry import get_agent_class
 from metarl.runs import (
@@ -395,10 +395,13 @@ def load_run(run_dir: Path, device: str | None = None, threads: int | None = Non
 
 def evaluate_run(run_dir: Path, split: str, out: Path | None = None, eval_tasks: int | None = None,
                  device: str | None = None, threads: int | None = None,
-                 memory_out: Path | None = None) -> tuple[list[dict[str, Any]], dict[str, float]]:
+                 memory_out: Path | None = None, steps_out: Path | None = None,
+                 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Evaluate a finished run's final model on `split`; rows replace that split's rows at that
     iteration in `out` (default: the run's eval.csv), written atomically. With `memory_out`, the
-    agent's episodic memory at every step goes there (.npz) with the tasks' parameters."""
+    agent's episodic memory at every step goes there (.npz) with the tasks' parameters. With
+    `steps_out`, every step's reward goes there (a deterministic .npz, `evaluation.steps_arrays`);
+    on split test it is the training's final test evaluation (same iteration, same seeds)."""
     run_dir = Path(run_dir)
     setup, agent, model = load_run(run_dir, device, threads)
     if memory_out is not None and not agent.supports_memory_export:
@@ -410,21 +413,19 @@ def evaluate_run(run_dir: Path, split: str, out: Path | None = None, eval_tasks:
     n_tasks = setup.run.eval_tasks if eval_tasks is None else eval_tasks
     evaluator = Evaluator(setup.benchmark, setup.config["seed"], n_tasks)
     memory: list[dict[str, np.ndarray]] | None = [] if memory_out is not None else None
+    rewards: list[np.ndarray] | None = [] if steps_out is not None else None
     try:
-        rows = evaluator.evaluate(agent, split, model["iteration"], model["env_steps"], memory)
+        rows = evaluator.evaluate(agent, split, model["iteration"], model["env_steps"], memory, rewards)
     finally:
         evaluator.close()
     if memory is not None:
-        import io
         import json
 
         tasks = evaluator.tasks(split)
         arrays = {key: np.concatenate([m[key] for m in memory]) for key in memory[0]}
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, **arrays, split=split, benchmark=setup.benchmark.id,
-                            task_labels=np.array([t.label for t in tasks]),
-                            task_params=json.dumps([t.params for t in tasks]))
-        atomic_write_bytes(Path(memory_out), buffer.getvalue())
+        arrays.update(split=split, benchmark=setup.benchmark.id, task_labels=np.array([t.label for t in tasks]),
+                      task_params=json.dumps([t.params for t in tasks]))
+        atomic_write_bytes(Path(memory_out), npz_bytes(arrays))  # the same bytes for the same run
     out = Path(out) if out is not None else run_dir / "eval.csv"
     text_rows = "".join(",".join(format_value(r[c]) for c in EVAL_COLUMNS) + "\n" for r in rows)
     if out.resolve() == (run_dir / "eval.csv").resolve():
@@ -441,8 +442,16 @@ def evaluate_run(run_dir: Path, split: str, out: Path | None = None, eval_tasks:
                     write_json(meta_path, meta)
     else:
         atomic_write_text(out, _replace_eval_rows(out, split, model["iteration"]) + text_rows)
-        if memory_out is None:  # the memory pass's rows are a by-product (a temporary file)
+        # the rows of a memory or steps pass are a by-product (the workflow's temporary file,
+        # not an eval*.csv, which is what `metarl verify` checks): no .sha256 beside it
+        if (memory_out is None and steps_out is None) or out.name.startswith("eval"):
             write_checksum(out)
+    if rewards is not None:  # after the rows: a refused --out leaves no steps file either
+        from metarl.evaluation import steps_arrays
+
+        arrays = steps_arrays(rewards, setup.benchmark, split, model["iteration"], model["env_steps"],
+                              [t.label for t in evaluator.tasks(split)])
+        atomic_write_bytes(Path(steps_out), npz_bytes(arrays))
     return rows, summarize(rows, setup.benchmark)
 
 

@@ -24,8 +24,9 @@ import metrics  # noqa: E402
 import tables  # noqa: E402
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-TABLES = ["main", "ood", "ablations", "adaptation", "metaworld_vs_paper"]
-FIGURES = ["learning_curves", "adaptation", "ood", "ablations", "aggregate", "latent"]
+TABLES = ["main", "ood", "ablations", "adaptation", "metaworld_vs_paper", "claims"]
+FIGURES = ["learning_curves", "adaptation", "ood", "ablations", "aggregate", "latent", "adaptation_steps",
+           "profiles", "claims"]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -182,6 +183,10 @@ def test_smoke_run_writes_every_table(smoke):
             assert set(csv["algorithm"]) == {"trmrl"}
             assert {"default", "tfixup-off", "layers-2"} <= set(csv["variant"])
             continue
+        if name == "claims":  # one row per claim and per part, none of them about the floor
+            assert set(csv["verdict"]) <= {"supported", "contradicted", "inconclusive", "not run"}
+            assert {"C1", "C9"} <= set(csv.loc[csv["part"] == "claim", "claim"]) and "TrMRL" in md
+            continue
         assert set(algos) <= set(csv["algorithm"]), name
         for algo in algos:
             assert NAMES[algo] in md, (name, algo)
@@ -264,9 +269,10 @@ def test_smoke_adding_a_seed_reruns_only_that_seed_and_the_aggregates(smoke, tmp
     assert per_run and {wc["seed"] for _, wc in per_run} == {"3"}
     assert sum(rule == "train" for rule, _ in per_run) == 2 * len(SMOKE["algorithms"])  # benchmarks x algorithms
     rules = {rule for rule, _ in jobs}
-    assert rules == {"resolve_config", "train", "evaluate", "collect_benchmark", "aggregate", "table_main",
-                     "table_ood", "table_adaptation", "figure_learning_curves", "figure_adaptation",
-                     "figure_ood", "figure_aggregate", "all"}
+    assert rules == {"resolve_config", "train", "evaluate", "step_rewards", "collect_benchmark", "aggregate",
+                     "table_main", "table_ood", "table_adaptation", "figure_learning_curves", "figure_adaptation",
+                     "figure_ood", "figure_aggregate", "figure_adaptation_steps", "figure_profiles",
+                     "table_claims", "figure_claims", "all"}
 
 
 @pytest.mark.slow  # the real smoke pipeline (~9 min on 2 cores): CI runs it after `make test`

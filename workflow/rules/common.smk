@@ -335,6 +335,12 @@ def latent_files(wildcards):
     return [run_file(run, f"memory_{LATENT['split']}.npz")] if run else []
 
 
+def step_files(benchmarks=None, split="test"):
+    """Every main-grid run's per-step rewards on `split` (steps_{split}.npz, rule step_rewards),
+    optionally for some benchmarks."""
+    return [run_file(run, f"steps_{split}.npz") for run in main_runs(benchmarks)]
+
+
 def paper_summaries(wildcards):
     return benchmark_summaries([b for b in PAPER_BENCHMARKS if b in BENCHMARKS])
 
@@ -404,8 +410,9 @@ def plot_params():
     }
 
 
-TABLES = ["main", "ood", "ablations", "adaptation", "metaworld_vs_paper"]
-FIGURES = ["learning_curves", "adaptation", "ood", "ablations", "aggregate", "latent"]
+TABLES = ["main", "ood", "ablations", "adaptation", "metaworld_vs_paper", "claims"]
+FIGURES = ["learning_curves", "adaptation", "ood", "ablations", "aggregate", "latent", "adaptation_steps",
+           "profiles", "claims"]
 
 
 def final_targets():

@@ -107,3 +107,41 @@ rule figure_latent:
         info=plot_params(),
     script:
         "../scripts/plots.py"
+
+
+rule figure_adaptation_steps:
+    input:
+        step_files(),
+    output:
+        report(
+            "results/figures/adaptation_steps.pdf",
+            caption="../report/adaptation_steps.rst",
+            category="Figures",
+        ),
+    log:
+        "logs/figures/adaptation_steps.log",
+    localrule: True
+    params:
+        figure="adaptation_steps",
+        info=plot_params(),
+    script:
+        "../scripts/plots.py"
+
+
+rule figure_profiles:
+    input:
+        "results/summary/scores.parquet",
+    output:
+        report(
+            "results/figures/profiles.pdf",
+            caption="../report/profiles.rst",
+            category="Figures",
+        ),
+    log:
+        "logs/figures/profiles.log",
+    localrule: True
+    params:
+        figure="profiles",
+        info=plot_params(),
+    script:
+        "../scripts/plots.py"

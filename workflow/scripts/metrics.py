@@ -308,3 +308,35 @@ def family_matrices(scores: pd.DataFrame, algorithms: list[str], value: str = "n
         matrices = {a: table.loc[a].loc[seeds, benches].to_numpy(dtype=float) for a in present}
         out[family] = (matrices, benches, seeds)
     return out
+
+
+# ----------------------------------------------------------------------------- differences
+
+
+def iqm(values) -> float:
+    """The IQM (25 % trimmed mean, rliable's `aggregate_iqm`) of one sample; NaN when empty."""
+    x = np.asarray(pd.Series(values, dtype=float).dropna(), dtype=float)
+    return float(rmetrics.aggregate_iqm(x[:, None])) if len(x) else np.nan
+
+
+def difference_interval(a, b, bootstrap: Bootstrap) -> dict[str, float]:
+    """IQM(a) - IQM(b) of two independent samples (e.g. one score per seed of two algorithms)
+    with its stratified-bootstrap CI: each sample is resampled on its own (rliable's
+    `StratifiedIndependentBootstrap`, through `get_interval_estimates` with a pair), so the two
+    may have different numbers of seeds. With fewer than two values on either side there is no
+    spread to resample: the CI is NaN."""
+    x = np.asarray(pd.Series(a, dtype=float).dropna(), dtype=float)
+    y = np.asarray(pd.Series(b, dtype=float).dropna(), dtype=float)
+    out = {"n_a": len(x), "n_b": len(y), "estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan}
+    if len(x) == 0 or len(y) == 0:
+        return out
+    out["estimate"] = iqm(x) - iqm(y)
+    if len(x) < 2 or len(y) < 2:
+        return out
+
+    def func(p, q):
+        return np.array([rmetrics.aggregate_iqm(p) - rmetrics.aggregate_iqm(q)])
+
+    _, ci = _estimates({"d": [x[:, None], y[:, None]]}, func, bootstrap)
+    out["ci_low"], out["ci_high"] = float(ci["d"][0, 0]), float(ci["d"][1, 0])
+    return out

@@ -7,6 +7,8 @@
     ablations        TrMRL's adapted return per ablated setting
     aggregate        rliable IQM / mean / median / optimality gap with CIs, and P(improvement)
     latent           TrMRL's episodic memory (policy-head input), 2-D PCA, coloured by task
+    adaptation_steps reward at every step of the trial (steps_test.npz), per benchmark
+    profiles         rliable performance profiles (score distributions) of the normalised scores
 
 Lines are means over seeds with shaded 95 % percentile-bootstrap CIs of the mean (seeded from
 config `aggregate.random_state`); the floor algorithm is a dashed grey line without a band.
@@ -84,6 +86,32 @@ def band(frame: pd.DataFrame, x: str, y: str, ci: MeanCI) -> pd.DataFrame:
         m, lo, hi = mean_ci(g[y].to_numpy(), ci)
         rows.append({x: xv, "mean": m, "lo": lo, "hi": hi})
     return pd.DataFrame(rows)
+
+
+def column_bands(values: np.ndarray, ci: MeanCI, chunk: int = 256) -> pd.DataFrame:
+    """`band` for a (seeds x points) matrix, one column per point (e.g. a step of the trial): per
+    column the mean over its seeds and the percentile-bootstrap CI of the mean, as `mean_ci`. One
+    draw of seeds serves every column without NaN (for a single column it is exactly
+    `mean_ci`'s draw); a column with NaN (a seed without a value there) gets `mean_ci` of its
+    other seeds."""
+    values = np.asarray(values, dtype=float)
+    n, points = values.shape
+    mean, lo, hi = np.full(points, np.nan), np.full(points, np.nan), np.full(points, np.nan)
+    full = ~np.isnan(values).any(axis=0)
+    if n == 1:
+        mean[full] = lo[full] = hi[full] = values[0, full]
+    elif n > 1 and full.any():
+        idx = ci.rng.integers(0, n, size=(ci.reps, n))  # what Generator.choice draws
+        alpha = (1 - ci.level) / 2
+        cols = np.flatnonzero(full)
+        for start in range(0, len(cols), chunk):
+            c = cols[start : start + chunk]
+            boot = values[:, c][idx].mean(axis=1)  # (reps, columns)
+            mean[c] = values[:, c].mean(axis=0)
+            lo[c], hi[c] = np.quantile(boot, alpha, axis=0), np.quantile(boot, 1 - alpha, axis=0)
+    for c in np.flatnonzero(~full):
+        mean[c], lo[c], hi[c] = mean_ci(values[:, c], ci)
+    return pd.DataFrame({"mean": mean, "lo": lo, "hi": hi})
 
 
 def grid(n: int, max_cols: int = 5, panel_h: float = 1.6, sharey: bool = False):
@@ -489,6 +517,179 @@ def latent(info, inputs, out):
     return fig
 
 
+def run_of_path(path: str) -> dict:
+    """benchmark, algorithm, variant and seed of a file in a run directory
+    (results/runs/{env}/{algo}/{variant}/seed{seed}/FILE)."""
+    parts = str(path).replace("\\", "/").split("/")
+    return {"benchmark": parts[-5], "algorithm": parts[-4], "variant": parts[-3], "seed": int(parts[-2][len("seed"):])}
+
+
+def exploration_episodes(benchmark: str) -> int:
+    """Episodes of a trial that explore before the scored ones (Meta-World), 0 where unknown."""
+    try:
+        import metarl.envs
+
+        return int(metarl.envs.get_benchmark(benchmark).exploration_episodes)
+    except Exception:  # noqa: BLE001 - a benchmark this checkout does not know: no shading
+        return 0
+
+
+def load_steps(paths) -> dict:
+    """(benchmark, algorithm) -> {seed: per-step reward over the trial, averaged over the split's
+    tasks ([episodes * episode_length], NaN where every task's episode had ended)}, with each
+    benchmark's (episodes, episode_length) and split, from steps_{split}.npz files."""
+    import warnings
+
+    curves, shapes, splits = {}, {}, set()
+    for path in paths:
+        if not str(path).endswith(".npz"):
+            continue
+        run = run_of_path(path)
+        if run["variant"] != "default":  # the main grid only
+            continue
+        with np.load(path, allow_pickle=False) as data:
+            reward = data["reward"].astype(float)
+            bench, split = str(data["benchmark"]), str(data["split"])
+        splits.add(split)
+        episodes, length = reward.shape[1], reward.shape[2]
+        shapes[bench] = (episodes, length)
+        with warnings.catch_warnings():  # every task's episode over at that step: NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            per_step = np.nanmean(reward, axis=0).reshape(episodes * length)
+        curves.setdefault((bench, run["algorithm"]), {})[run["seed"]] = per_step
+    return {"curves": curves, "shapes": shapes, "splits": sorted(splits)}
+
+
+def adaptation_steps(info, inputs, out):
+    import warnings
+
+    steps = load_steps(inputs)
+    curves, shapes = steps["curves"], steps["shapes"]
+    algos = style.order(info["algorithms"], info["floor"])
+    benches = [b for b in info["benchmarks"] if any(k[0] == b and k[1] in algos for k in curves)]
+    if not benches:
+        return empty(out, "No per-step rewards (steps_test.npz) in this config.")
+    colours = style.palette(info["algorithms"])
+    runs = pd.DataFrame([{"benchmark": b, "algorithm": a, "seed": seed}
+                         for (b, a), by_seed in curves.items() if b in benches and a in algos for seed in by_seed])
+    counts = seed_counts(runs, info["floor"])
+    ci = MeanCI.of(info)
+    fig, axes = grid(len(benches), max_cols=2, panel_h=1.55)
+    for ax, bench in zip(axes, benches):
+        episodes, length = shapes[bench]
+        total = episodes * length
+        explore = min(exploration_episodes(bench), episodes)
+        if explore:
+            ax.axvspan(0, explore * length, color="0.92", lw=0, zorder=0)
+            ax.text(0.01, 0.97, "exploration", transform=ax.transAxes, va="top", fontsize=6, color="0.4")
+        for e in range(1, episodes):
+            ax.axvline(e * length, color="0.45", ls=":", lw=0.7, zorder=1)
+        x = np.arange(total)
+        for algo in algos:
+            by_seed = curves.get((bench, algo))
+            if not by_seed:
+                continue
+            values = np.stack([by_seed[seed] for seed in sorted(by_seed)])
+            if algo == info["floor"]:
+                with warnings.catch_warnings():  # no seed with a value at that step: NaN
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    ax.plot(x, np.nanmean(values, axis=0), color=colours[algo], ls="--", lw=0.8, zorder=2)
+                continue
+            b = column_bands(values, ci)
+            ax.plot(x, b["mean"], color=colours[algo], lw=0.8, zorder=4)
+            ax.fill_between(x, b["lo"], b["hi"], color=colours[algo], alpha=0.2, lw=0, zorder=3)
+        ax.set_xlim(0, total)
+        ax.set_title(panel_title(bench, counts))
+        ax.set_xlabel(f"Step of the trial ({episodes} episodes × {length} steps)")
+        if total >= 10000:
+            steps_axis(ax)
+        ax.set_ylabel("Reward per step")
+    floor = info["floor"] if info["floor"] in set(runs["algorithm"]) else None
+    split = steps["splits"][0] if len(steps["splits"]) == 1 else "/".join(steps["splits"])
+    legend(fig, algos, colours, info["floor"], f"Final model, {split} split: reward at every step of the trial "
+           "(no smoothing), mean over the split's tasks per run; dotted: episode boundaries.\n"
+           + band_title(counts, ci, floor, "Line"), ncol=min(len(algos), 6))
+    fig.tight_layout(w_pad=0.6, h_pad=0.8)
+    style.save(fig, out)
+    return fig
+
+
+def score_profile(scores: np.ndarray, taus: np.ndarray) -> np.ndarray:
+    """rliable's score distribution (`rly.score_distributions`: the fraction of all runs x
+    benchmarks scores above each tau), vectorised over tau."""
+    return (np.asarray(scores, dtype=float).reshape(-1, 1) > np.asarray(taus).reshape(1, -1)).mean(axis=0)
+
+
+def profiles(info, inputs, out):
+    import warnings
+
+    from rliable import library as rly
+
+    paths = [p for p in inputs if str(p).endswith(".parquet")]
+    scores = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True) if paths else pd.DataFrame()
+    if scores.empty or "normalised" not in scores:
+        return empty(out, "No runs in this config.")
+    test = scores[(scores["variant"] == "default") & (scores["split"] == "test")
+                  & scores["algorithm"].isin(info["algorithms"])]
+    test = test[test["benchmark"].isin(info["benchmarks"])]
+    bootstrap = metrics.Bootstrap.from_config(info["aggregate"])
+    families = metrics.family_matrices(test, info["algorithms"])
+    excluded = metrics.unnormalised(test, info["normalisation"])
+    if not families:
+        return empty(out, "Not enough runs for performance profiles."
+                     + (f" {', '.join(excluded)}: {metrics.NOT_NORMALISED}." if excluded else ""))
+    colours = style.palette(info["algorithms"])
+    fig, axes = plt.subplots(1, len(families), squeeze=False, figsize=(style.FULL_WIDTH if len(families) > 1
+                                                                         else style.COLUMN_WIDTH * 1.3, 2.3))
+    axes = axes.ravel()
+    for ax, (family, (matrices, benches, seeds)) in zip(axes, families.items()):
+        algos = [a for a in style.order(info["algorithms"], info["floor"]) if a in matrices]
+        values = np.concatenate([m.ravel() for m in matrices.values()])
+        pct = family == "success"
+        low, high = (0.0, 1.0) if pct else (min(0.0, float(values.min())), max(1.0, float(values.max())))
+        pad = 0.02 * (high - low)
+        taus = np.linspace(low - pad, high + pad, 201)
+        metrics._random_state(bootstrap)  # rliable's bootstrap draws from numpy's global generator
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            profile, profile_ci = rly.create_performance_profile(
+                {a: matrices[a] for a in algos}, taus, custom_profile_func=score_profile,
+                reps=bootstrap.reps, confidence_interval_size=bootstrap.confidence)
+        for algo in algos:  # drawn as the other figures (rliable.plot_utils' look differs)
+            dashed = algo == info["floor"]
+            lo, hi = profile_ci[algo]
+            ax.plot(taus, profile[algo], color=colours[algo], ls="--" if dashed else "-", lw=1.2 if dashed else 1.4,
+                    zorder=2 if dashed else 3)
+            ax.fill_between(taus, lo, hi, color=colours[algo], alpha=0.2, lw=0, zorder=1)
+        ax.set_xlabel("Success rate τ" if pct else "Normalised adapted return τ (0 = random, 1 = reference)")
+        ax.set_ylabel("Fraction of runs with score > τ")
+        ax.set_xlim(taus[0], taus[-1])
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title(f"{metrics.FAMILIES[family]}\n{len(seeds)} runs × {len(benches)} benchmark"
+                     + ("s" if len(benches) > 1 else ""), fontsize=7)
+    algos = [a for a in style.order(info["algorithms"], info["floor"])
+             if any(a in m for m, _, _ in families.values())]
+    level = level_text(bootstrap.confidence)
+    legend(fig, algos, colours, info["floor"], "Test split, final models. Line: fraction of runs (seeds × benchmarks) "
+           f"with normalised score > τ; shaded: {level} stratified-bootstrap CI (rliable, {bootstrap.reps} "
+           "replications, seeds resampled per benchmark)", ncol=min(len(algos), 6))
+    fig.tight_layout(w_pad=1.0)
+    text = ["Performance profiles (rliable score distributions) of the normalised test score of each run: "
+            + "; ".join(f"{metrics.FAMILIES[f]}: {len(seeds)} runs × {len(benches)} benchmark"
+                        f"{'s' if len(benches) > 1 else ''} ({', '.join(benches)})"
+                        for f, (_, benches, seeds) in families.items()) + "."]
+    returns = [b for b in info["benchmarks"] if b in set(test.loc[~test["has_success"].astype(bool), "benchmark"])]
+    if returns:
+        text.append("Normalised return = (R − R_random) / (R_reference − R_random), fixed per benchmark "
+                    "(config/normalisation.yaml): " + metrics.describe_normalisation(info["normalisation"], returns)
+                    + ".")
+    if excluded:
+        text.append(f"Left out of the profiles (not normalised): {', '.join(excluded)}.")
+    caption(fig, " ".join(text))
+    style.save(fig, out)
+    return fig
+
+
 FIGURES = {
     "learning_curves": learning_curves,
     "adaptation": adaptation,
@@ -496,6 +697,8 @@ FIGURES = {
     "ablations": ablations,
     "aggregate": aggregate,
     "latent": latent,
+    "adaptation_steps": adaptation_steps,
+    "profiles": profiles,
 }
 
 
