@@ -77,14 +77,14 @@ class EnvSpec:
     eval_episodes: int
 
     @classmethod
-    def of(cls, bench: "Benchmark", action_low: np.ndarray, action_high: np.ndarray) -> "EnvSpec":
+    def of(cls, bench: "Benchmark") -> "EnvSpec":
         return cls(
             benchmark=bench.id,
             obs_dim=bench.obs_dim,
             act_dim=bench.act_dim,
             token_dim=bench.obs_dim + bench.act_dim + 2,
-            action_low=np.asarray(action_low, dtype=np.float32),
-            action_high=np.asarray(action_high, dtype=np.float32),
+            action_low=bench.action_low,
+            action_high=bench.action_high,
             episode_length=bench.episode_length,
             train_episodes=bench.train_episodes,
             eval_episodes=bench.eval_episodes,

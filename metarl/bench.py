@@ -26,7 +26,6 @@ from metarl.agent import Agent, AgentConfig, EnvSpec, RandomAgent, TrialSpec
 from metarl.envs import get_benchmark
 from metarl.envs.base import Benchmark
 from metarl.sampling import run_trials
-from metarl.training import action_bounds
 
 DEFAULT_BENCHMARKS = ("PointNav", "HalfCheetahVel", "HalfCheetahDir", "AntDir", "HumanoidDir")
 ROUNDS = 3
@@ -118,8 +117,7 @@ def measure(bench_id: str, slots: int, steps: int) -> list[tuple[str, str, float
     bench = get_benchmark(bench_id)
     if slots % bench.task_multiple:
         slots = bench.task_multiple * max(1, slots // bench.task_multiple)
-    low, high = action_bounds(bench)
-    spec = EnvSpec.of(bench, low, high)
+    spec = EnvSpec.of(bench)
     torch.manual_seed(0)
     agents = {
         "sampler_random": RandomAgent(AgentConfig(slots), spec, torch.device("cpu"), 0),

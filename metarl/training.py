@@ -64,16 +64,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def action_bounds(bench: Benchmark) -> tuple[np.ndarray, np.ndarray]:
-    env = bench.make_env(1)
-    try:
-        first = bench.split(next(iter(bench.splits())))[0]
-        env.set_tasks([first], [np.random.default_rng(0)])
-        return np.asarray(env.action_low), np.asarray(env.action_high)
-    finally:
-        env.close()
-
-
 @dataclass
 class Setup:
     """Everything a run needs, built from a resolved config (validation first, no side effects)."""
@@ -102,8 +92,7 @@ def build_agent(setup: Setup) -> Agent:
     torch.set_num_threads(setup.run.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     seed_globals(setup.config["seed"])
-    low, high = action_bounds(setup.benchmark)
-    env_spec = EnvSpec.of(setup.benchmark, low, high)
+    env_spec = EnvSpec.of(setup.benchmark)
     return setup.agent_cls(setup.agent_config, env_spec, setup.device, setup.config["seed"])
 
 

@@ -32,6 +32,18 @@ def test_registry_lists_spec_ids():
 
 
 @pytest.mark.parametrize("name", LIGHT)
+def test_declared_action_bounds_are_the_environments(name):
+    bench = get_benchmark(name)
+    env = bench.make_env(1)
+    try:
+        env.set_tasks([bench.split("test")[0]], [np.random.default_rng(0)])
+        assert np.array_equal(bench.action_low, env.action_low) and np.array_equal(bench.action_high, env.action_high)
+        assert bench.action_low.dtype == np.float32 and bench.action_low.shape == (bench.act_dim,)
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("name", LIGHT)
 def test_steps_from_seeded_reset(name):
     bench = get_benchmark(name)
     tasks = bench.sample_train_tasks(np.random.default_rng(0), 2)

@@ -125,6 +125,17 @@ def _check_rollouts(benchmark, tasks):
 
 
 @pytest.mark.parametrize("benchmark", ML1S, ids=lambda b: b.id)
+def test_ml1_declared_action_bounds_are_the_environments(benchmark):
+    env = benchmark.make_env(1)
+    try:
+        env.set_tasks(benchmark.split("test")[:1], [np.random.default_rng(0)])
+        assert np.array_equal(benchmark.action_low, env.action_low)
+        assert np.array_equal(benchmark.action_high, env.action_high)
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("benchmark", ML1S, ids=lambda b: b.id)
 def test_ml1_rollouts(benchmark):
     train = benchmark.sample_train_tasks(np.random.default_rng(0), 2)
     assert train[0].params["goal"] != train[1].params["goal"]

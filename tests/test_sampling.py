@@ -48,15 +48,15 @@ class ScriptedAgent(Agent):
         pass
 
 
-def _spec(bench, low, high):
-    return EnvSpec.of(bench, low, high)
+def _spec(bench):
+    return EnvSpec.of(bench)
 
 
 def test_token_layout_and_episode_resets():
     bench = get_benchmark("PointNav")
     n, episodes = 3, 2
     env = bench.make_env(n)
-    agent = ScriptedAgent(_spec(bench, env.action_low, env.action_high), n)
+    agent = ScriptedAgent(_spec(bench), n)
     tasks = bench.sample_train_tasks(np.random.default_rng(0), n)
     batch = run_trials(env, agent, tasks, TrialSpec(episodes, 0, True, 0), bench.episode_length,
                        [np.random.default_rng(k) for k in range(n)], bench.obs_dim, bench.act_dim)
@@ -169,7 +169,7 @@ def test_eval_trials_deterministic_after_exploration():
             seen.append(deterministic.copy())
             return super().act(tokens, deterministic)
 
-    agent = Watch(_spec(bench, env.action_low, env.action_high), 2)
+    agent = Watch(_spec(bench), 2)
     tasks = bench.sample_train_tasks(np.random.default_rng(0), 2)
     run_trials(env, agent, tasks, TrialSpec(3, 1, False, 5), bench.episode_length,
                [np.random.default_rng(k) for k in range(2)], 2, 2)

@@ -93,8 +93,20 @@ class Benchmark:
     # meta_batch_size must be a multiple of this (Meta-World balances tasks over its classes)
     task_multiple: int = 1
     has_success: bool = False
+    # actions lie in [-action_bound, action_bound] in every dimension: the environment's own
+    # bounds (MuJoCo's ctrlrange, Meta-World's action space), declared so that nothing needs a
+    # probe environment to know them (tests/test_envs.py checks them against the environments)
+    action_bound: float = 1.0
     # extra facts recorded in metadata.json (e.g. Meta-World's reward-function version)
     facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def action_low(self) -> np.ndarray:
+        return np.full(self.act_dim, -self.action_bound, dtype=np.float32)
+
+    @property
+    def action_high(self) -> np.ndarray:
+        return np.full(self.act_dim, self.action_bound, dtype=np.float32)
 
     def splits(self) -> dict[str, list[Task]]:
         """The fixed evaluation splits, computed once per process."""

@@ -300,6 +300,7 @@ HUMANOID_DIR = Benchmark(
     split_seed=HUMANOID_DIR_SPLIT_SEED,
     obs_dim=376,
     act_dim=17,
+    action_bound=0.4,  # humanoid.xml's ctrlrange
     make_env=_loop_env(HumanoidDirEnv),
     sample_train_tasks=lambda rng, n: [angle_task(a) for a in rng.uniform(0.0, 2 * np.pi, size=n)],
     make_splits=lambda: {

@@ -78,6 +78,7 @@ POINT_NAV = Benchmark(
     split_seed=POINT_NAV_SPLIT_SEED,
     obs_dim=2,
     act_dim=2,
+    action_bound=MAX_STEP,
     make_env=PointNavBatch,
     sample_train_tasks=_sample_upper,
     make_splits=_splits,
