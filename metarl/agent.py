@@ -61,6 +61,18 @@ class TrialSpec:
     training: bool  # a training trial (False: an evaluation trial)
     seed: int  # evaluation trials: seed for any randomness the agent uses in them
 
+    @classmethod
+    def for_training(cls, bench: "Benchmark") -> "TrialSpec":
+        """A training trial: `bench.train_episodes` episodes, all learned from; the agent draws
+        from its own training streams."""
+        return cls(bench.train_episodes, 0, True, 0)
+
+    @classmethod
+    def for_evaluation(cls, bench: "Benchmark", seed: int) -> "TrialSpec":
+        """An evaluation trial of the protocol (SPEC §5): `bench.eval_episodes` episodes, the
+        first `bench.exploration_episodes` exploring; the agent's randomness comes from `seed`."""
+        return cls(bench.eval_episodes, bench.exploration_episodes, False, seed)
+
 
 @dataclass(frozen=True)
 class EnvSpec:

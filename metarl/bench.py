@@ -98,7 +98,7 @@ def _raw_rate(bench: Benchmark, slots: int, steps: int) -> float:
 
 def _sampler_rate(bench: Benchmark, agent: Agent, slots: int, steps: int) -> float:
     env = bench.make_env(slots)
-    spec = TrialSpec(bench.train_episodes, 0, True, 0)
+    spec = TrialSpec.for_training(bench)
     done, it = 0, 0
     start = time.perf_counter()
     while done < steps:
@@ -145,7 +145,7 @@ def measure_algo(algo: str, bench_id: str, preset: str, raw: float) -> list[tupl
     bench, n = setup.benchmark, setup.agent_config.meta_batch_size
     env = bench.make_env(n)
     start = time.perf_counter()
-    batch = run_trials(env, agent, bench.sample_train_tasks(task_rng(0, 1), n), TrialSpec(bench.train_episodes, 0, True, 0),
+    batch = run_trials(env, agent, bench.sample_train_tasks(task_rng(0, 1), n), TrialSpec.for_training(bench),
                        bench.episode_length, env_rngs(0, 1, n), bench.obs_dim, bench.act_dim)
     sampled = time.perf_counter()
     agent.update(batch)

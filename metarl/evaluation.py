@@ -60,12 +60,7 @@ class Evaluator:
         for chunk, start in enumerate(range(0, len(tasks), EVAL_CHUNK)):
             chunk_tasks = tasks[start : start + EVAL_CHUNK]
             indices = np.arange(start, start + len(chunk_tasks))
-            spec = TrialSpec(
-                episodes=bench.eval_episodes,
-                exploration_episodes=bench.exploration_episodes,
-                training=False,
-                seed=eval_agent_seed(self.seed, iteration, key, chunk),
-            )
+            spec = TrialSpec.for_evaluation(bench, eval_agent_seed(self.seed, iteration, key, chunk))
             batch = run_trials(
                 self._env(len(chunk_tasks)),
                 agent,

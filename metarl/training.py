@@ -112,7 +112,7 @@ class TrainSampler:
 
     def __init__(self, bench: Benchmark, seed: int, meta_batch: int, min_steps: int = 0):
         self.bench, self.seed, self.meta_batch, self.min_steps = bench, seed, meta_batch, min_steps
-        self.spec = TrialSpec(bench.train_episodes, 0, True, 0)
+        self.spec = TrialSpec.for_training(bench)
         self.env = bench.make_env(meta_batch)
         self._single = None  # one-slot env for the extra trials, made when first needed
 
