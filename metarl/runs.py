@@ -301,6 +301,10 @@ class RunLock:
 # ----------------------------------------------------------------------------- file records
 
 
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def file_record(path: Path) -> dict[str, Any]:
     """SHA-256 and data-row count (lines after the header) of a finished CSV log."""
     data = Path(path).read_bytes()
@@ -314,8 +318,7 @@ def write_checksum(path: Path) -> None:
     """`path.sha256` beside an evaluation file written by `metarl evaluate --out`, in
     `sha256sum` format (so `sha256sum -c` checks it too)."""
     path = Path(path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    atomic_write_text(path.with_name(path.name + CHECKSUM_SUFFIX), f"{digest}  {path.name}\n")
+    atomic_write_text(path.with_name(path.name + CHECKSUM_SUFFIX), f"{file_sha256(path)}  {path.name}\n")
 
 
 def read_checksum(path: Path) -> str | None:
@@ -327,6 +330,17 @@ def read_checksum(path: Path) -> str | None:
         return None
     digest = text.split(" ", 1)[0].strip()
     return digest if re.fullmatch(r"[0-9a-f]{64}", digest) else None
+
+
+def load_model(path: Path) -> dict[str, Any]:
+    """A finished run's model.pt, or UsageError naming the file if it is not a metarl model."""
+    try:
+        model = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any failure here means an unusable file
+        raise UsageError(f"corrupt model file {path}: {type(exc).__name__} while loading") from None
+    if not isinstance(model, dict) or "state" not in model:
+        raise UsageError(f"corrupt model file {path}: not a metarl model")
+    return model
 
 
 # ----------------------------------------------------------------------------- checkpoints

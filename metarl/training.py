@@ -42,6 +42,7 @@ from metarl.runs import (
     file_record,
     format_value,
     load_checkpoint,
+    load_model,
     metadata,
     remove_stale_temporaries,
     save_checkpoint,
@@ -370,12 +371,7 @@ def load_run(run_dir: Path, device: str | None = None, threads: int | None = Non
         resolved["device"] = device
     if threads is not None:
         resolved["threads"] = threads
-    try:
-        model = torch.load(model_path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001
-        raise UsageError(f"corrupt model file {model_path}: {type(exc).__name__} while loading") from None
-    if not isinstance(model, dict) or "state" not in model:
-        raise UsageError(f"corrupt model file {model_path}: not a metarl model")
+    model = load_model(model_path)
     setup = prepare(resolved)
     agent = build_agent(setup)
     agent.load_model_state(model["state"])

@@ -29,7 +29,6 @@ Checks on the files (the workflow's collect step runs the same, `check_run`):
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
@@ -37,10 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from metarl.errors import UsageError
 from metarl.runs import (
     CHECKSUM_SUFFIX,
     EVAL_COLUMNS,
     ckpt_dir_for,
+    file_sha256,
+    load_model,
     read_checksum,
 )
 
@@ -202,10 +204,6 @@ def _span(values: list[int]) -> str:
         f"[{', '.join(map(str, values[:3]))}, ..., {', '.join(map(str, values[-2:]))}] ({len(values)})"
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 # ----------------------------------------------------------------------------- runs
 
 
@@ -321,20 +319,16 @@ def check_run(run_dir: Path, benchmarks: BenchmarkCache | None = None, ckpt_dir:
                 if digest is None:
                     report.notes.append(f"{extra.name}: no {extra.name}{CHECKSUM_SUFFIX} (written before "
                                         "checksums were recorded): structure checked")
-                elif digest != sha256(extra):
+                elif digest != file_sha256(extra):
                     report.add(EDITED, f"{extra}: differs from the SHA-256 recorded when it was written")
     for name, record in (records or {}).items():
         path = run_dir / name
-        if path.is_file() and isinstance(record, dict) and sha256(path) != record.get("sha256"):
+        if path.is_file() and isinstance(record, dict) and file_sha256(path) != record.get("sha256"):
             report.add(EDITED, f"{path}: differs from the SHA-256 recorded when the run completed")
     if present["model.pt"]:
-        import torch
-
         try:
-            model = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=False)
-            if not isinstance(model, dict) or "state" not in model:
-                raise ValueError
-        except Exception:  # noqa: BLE001 - any failure means an unusable file
+            load_model(run_dir / "model.pt")
+        except UsageError:
             report.add(CORRUPT, f"{run_dir / 'model.pt'}: does not load as a metarl model")
     if report.status != COMPLETE:
         report.fix = regenerate_command(run_dir, report)
@@ -361,7 +355,7 @@ def verify(results: Path, stream=None) -> int:
     """Print one line per run (and its problems and fix); return the exit code."""
     import sys
 
-    from metarl.errors import EXIT_OK, EXIT_PROBLEMS, UsageError
+    from metarl.errors import EXIT_OK, EXIT_PROBLEMS
 
     stream = stream or sys.stdout
     results = Path(results)
