@@ -56,12 +56,12 @@ TRAIN_FILES = ("config.yaml", "metadata.json", "progress.csv", "eval.csv", "timi
 class RunReport:
     run_dir: Path
     status: str = COMPLETE
-    problems: list[tuple[str, str]] = field(default_factory=list)  # (status, "file: what is wrong")
+    problems: list[tuple[str, Path, str]] = field(default_factory=list)  # (status, file, "file: what is wrong")
     notes: list[str] = field(default_factory=list)
     fix: str = ""
 
-    def add(self, status: str, message: str) -> None:
-        self.problems.append((status, message))
+    def add(self, status: str, path: Path, message: str) -> None:
+        self.problems.append((status, Path(path), message))
         if SEVERITY.index(status) < SEVERITY.index(self.status):
             self.status = status
 
@@ -226,7 +226,7 @@ def regenerate_command(run_dir: Path, report: RunReport) -> str:
     if report.status == INCOMPLETE:
         return (f"resume it: `metarl train --config {run_dir}/config.yaml --run-dir {run_dir}` "
                 "(or rerun the workflow)")
-    names = {Path(m.split(":", 1)[0].split(" ")[0]).name for _, m in report.problems}
+    names = {path.name for _, path, _ in report.problems}
     if names and all(n.startswith("eval_") and n.endswith(".csv") for n in names):
         splits = sorted(n[len("eval_"):-len(".csv")] for n in names)
         return "regenerate: " + "; ".join(
@@ -246,17 +246,17 @@ def check_run(run_dir: Path, benchmarks: BenchmarkCache | None = None, ckpt_dir:
     present = {name: (run_dir / name).is_file() for name in TRAIN_FILES}
     if not present["model.pt"]:
         ckpt = (ckpt_dir or ckpt_dir_for(run_dir)) / "state.ckpt"
-        report.add(INCOMPLETE, "no model.pt: training has not finished" + (
+        report.add(INCOMPLETE, run_dir / "model.pt", "no model.pt: training has not finished" + (
             f" (checkpoint {ckpt} is there)" if ckpt.is_file() else " (no checkpoint)"))
         report.fix = regenerate_command(run_dir, report)
         return report
     for name, ok in present.items():
         if not ok:
-            report.add(MISSING, f"{run_dir / name}: missing")
+            report.add(MISSING, run_dir / name, f"{run_dir / name}: missing")
     for side in sorted(run_dir.glob("eval_*.csv" + CHECKSUM_SUFFIX)):
         target = side.with_name(side.name[: -len(CHECKSUM_SUFFIX)])
         if not target.is_file():
-            report.add(MISSING, f"{target}: missing (its {side.name} is there)")
+            report.add(MISSING, target, f"{target}: missing (its {side.name} is there)")
 
     config = metadata = None
     if present["config.yaml"]:
@@ -265,7 +265,7 @@ def check_run(run_dir: Path, benchmarks: BenchmarkCache | None = None, ckpt_dir:
         except (yaml.YAMLError, UnicodeDecodeError):
             config = None
         if not isinstance(config, dict) or not {"algo", "env", "seed", "eval_every"} <= set(config):
-            report.add(CORRUPT, f"{run_dir / 'config.yaml'}: not a run config")
+            report.add(CORRUPT, run_dir / "config.yaml", f"{run_dir / 'config.yaml'}: not a run config")
             config = None
     if present["metadata.json"]:
         try:
@@ -273,7 +273,7 @@ def check_run(run_dir: Path, benchmarks: BenchmarkCache | None = None, ckpt_dir:
         except (json.JSONDecodeError, UnicodeDecodeError):
             metadata = None
         if not isinstance(metadata, dict) or "iterations" not in metadata:
-            report.add(CORRUPT, f"{run_dir / 'metadata.json'}: not a run's metadata")
+            report.add(CORRUPT, run_dir / "metadata.json", f"{run_dir / 'metadata.json'}: not a run's metadata")
             metadata = None
 
     records = (metadata or {}).get("files")
@@ -286,12 +286,12 @@ def check_run(run_dir: Path, benchmarks: BenchmarkCache | None = None, ckpt_dir:
         try:
             steps = check_progress(run_dir / "progress.csv", iterations)
         except FileError as exc:
-            report.add(CORRUPT, str(exc))
+            report.add(CORRUPT, run_dir / "progress.csv", str(exc))
     if config is not None:
         try:
             bench = benchmarks.get(config["env"])
         except Exception as exc:  # noqa: BLE001 - an unknown benchmark ID in a run's config
-            report.add(CORRUPT, f"{run_dir / 'config.yaml'}: benchmark {config.get('env')!r}: {exc}")
+            report.add(CORRUPT, run_dir / "config.yaml", f"{run_dir / 'config.yaml'}: benchmark {config.get('env')!r}: {exc}")
             bench = None
         if bench is not None and iterations is not None:
             limit = config.get("eval_tasks") or 0
@@ -307,29 +307,29 @@ def check_run(run_dir: Path, benchmarks: BenchmarkCache | None = None, ckpt_dir:
                     check_eval(run_dir / "eval.csv", expected={"test": eval_schedule(iterations, config["eval_every"])},
                                env_steps=steps, **facts)
                 except FileError as exc:
-                    report.add(CORRUPT, str(exc))
+                    report.add(CORRUPT, run_dir / "eval.csv", str(exc))
             for extra in sorted(run_dir.glob("eval_*.csv")):
                 split = extra.name[len("eval_"):-len(".csv")]
                 try:
                     check_eval(extra, expected=None, env_steps=None, only_split=split, **facts)
                 except FileError as exc:
-                    report.add(CORRUPT, str(exc))
+                    report.add(CORRUPT, extra, str(exc))
                     continue
                 digest = read_checksum(extra)
                 if digest is None:
                     report.notes.append(f"{extra.name}: no {extra.name}{CHECKSUM_SUFFIX} (written before "
                                         "checksums were recorded): structure checked")
                 elif digest != file_sha256(extra):
-                    report.add(EDITED, f"{extra}: differs from the SHA-256 recorded when it was written")
+                    report.add(EDITED, extra, f"{extra}: differs from the SHA-256 recorded when it was written")
     for name, record in (records or {}).items():
         path = run_dir / name
         if path.is_file() and isinstance(record, dict) and file_sha256(path) != record.get("sha256"):
-            report.add(EDITED, f"{path}: differs from the SHA-256 recorded when the run completed")
+            report.add(EDITED, path, f"{path}: differs from the SHA-256 recorded when the run completed")
     if present["model.pt"]:
         try:
             load_model(run_dir / "model.pt")
         except UsageError:
-            report.add(CORRUPT, f"{run_dir / 'model.pt'}: does not load as a metarl model")
+            report.add(CORRUPT, run_dir / "model.pt", f"{run_dir / 'model.pt'}: does not load as a metarl model")
     if report.status != COMPLETE:
         report.fix = regenerate_command(run_dir, report)
     return report
@@ -370,7 +370,7 @@ def verify(results: Path, stream=None) -> int:
         report = check_run(run_dir, benchmarks, ckpt_dir)
         counts[report.status] += 1
         print(f"{report.status:13s} {run_dir}", file=stream)
-        for _, message in report.problems:
+        for _, _, message in report.problems:
             print(f"    {message}", file=stream)
         for note in report.notes:
             print(f"    note: {note}", file=stream)

@@ -72,7 +72,7 @@ def check_files(run_dir: Path, benchmarks) -> None:
     for note in report.notes:
         print(f"{run_dir}: note: {note}", file=sys.stderr)
     if report.status != COMPLETE:
-        raise SystemExit(f"{report.problems[0][1]} ({report.status}; `metarl verify` lists every problem). "
+        raise SystemExit(f"{report.problems[0][2]} ({report.status}; `metarl verify` lists every problem). "
                          f"To fix it, {report.fix}")
 
 
