@@ -60,18 +60,19 @@ class TrialSpec:
     exploration_episodes: int  # the first ones adapt (Meta-World protocol); the rest are scored
     training: bool  # a training trial (False: an evaluation trial)
     seed: int  # evaluation trials: seed for any randomness the agent uses in them
+    episode_length: int  # steps after which an episode is cut (the benchmark's time limit)
 
     @classmethod
     def for_training(cls, bench: "Benchmark") -> "TrialSpec":
         """A training trial: `bench.train_episodes` episodes, all learned from; the agent draws
         from its own training streams."""
-        return cls(bench.train_episodes, 0, True, 0)
+        return cls(bench.train_episodes, 0, True, 0, bench.episode_length)
 
     @classmethod
     def for_evaluation(cls, bench: "Benchmark", seed: int) -> "TrialSpec":
         """An evaluation trial of the protocol (SPEC §5): `bench.eval_episodes` episodes, the
         first `bench.exploration_episodes` exploring; the agent's randomness comes from `seed`."""
-        return cls(bench.eval_episodes, bench.exploration_episodes, False, seed)
+        return cls(bench.eval_episodes, bench.exploration_episodes, False, seed, bench.episode_length)
 
 
 @dataclass(frozen=True)

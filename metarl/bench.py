@@ -104,8 +104,7 @@ def _sampler_rate(bench: Benchmark, agent: Agent, slots: int, steps: int) -> flo
     while done < steps:
         rng = np.random.default_rng(it)
         tasks = bench.sample_train_tasks(rng, slots)
-        batch = run_trials(env, agent, tasks, spec, bench.episode_length,
-                           [np.random.default_rng([it, k]) for k in range(slots)], bench.obs_dim, bench.act_dim)
+        batch = run_trials(env, agent, tasks, spec, [np.random.default_rng([it, k]) for k in range(slots)])
         done += batch.env_steps
         it += 1
     elapsed = time.perf_counter() - start
@@ -137,7 +136,7 @@ def measure_algo(algo: str, bench_id: str, preset: str, raw: float) -> list[tupl
     algorithm (its `preset` settings, CPU), collected and then learned from."""
     from metarl import config as cfg
     from metarl.seeding import env_rngs, task_rng
-    from metarl.training import build_agent, prepare
+    from metarl.setup import build_agent, prepare
 
     setup = prepare(cfg.resolve(algo, bench_id, 0, preset, overrides={"device": "cpu"}))
     agent = build_agent(setup)
@@ -146,7 +145,7 @@ def measure_algo(algo: str, bench_id: str, preset: str, raw: float) -> list[tupl
     env = bench.make_env(n)
     start = time.perf_counter()
     batch = run_trials(env, agent, bench.sample_train_tasks(task_rng(0, 1), n), TrialSpec.for_training(bench),
-                       bench.episode_length, env_rngs(0, 1, n), bench.obs_dim, bench.act_dim)
+                       env_rngs(0, 1, n))
     sampled = time.perf_counter()
     agent.update(batch)
     updated = time.perf_counter()

@@ -104,14 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch threads")
 
     p = sub.add_parser("verify", help="check that every run's files are complete and intact",
-                       description="List every run under RESULTS_DIR (or one run directory) as complete, "
+                       description="List every run under each RESULTS_DIR (or each run directory given) as complete, "
                        "incomplete, missing files, corrupt or edited, with the problems found and the command "
                        "that regenerates the run. Checks: schema and types of progress.csv and eval*.csv, unique "
                        "(iteration, split, task, episode) keys, the row counts the evaluation protocol implies, "
                        "the SHA-256s recorded when the files were written, and that model.pt loads. "
                        "Exit code 0 when every run is complete and intact, 4 otherwise.")
-    p.add_argument("results", nargs="?", type=Path, default=Path("results"), metavar="RESULTS_DIR",
-                   help="results directory (holding runs/ and ckpt/) or one run directory (default: results)")
+    p.add_argument("results", nargs="*", type=Path, default=[Path("results")], metavar="RESULTS_DIR",
+                   help="results directories (holding runs/ and ckpt/) or run directories (default: results)")
 
     p = sub.add_parser("envs", help="list the benchmark IDs", description="List the benchmarks of SPEC §3.")
     p.add_argument("--splits", metavar="ID", default=None, help="print the fixed evaluation tasks of one benchmark")
@@ -205,7 +205,7 @@ def _dispatch(args) -> int:
         ckpt_dir = args.ckpt_dir or ckpt_dir_for(run_dir)
         return train(resolved, run_dir, ckpt_dir, restart=args.restart, quiet=args.quiet)
     if args.command == "evaluate":
-        from metarl.training import evaluate_run
+        from metarl.saved_runs import evaluate_run
 
         memory_out = args.export_memory
         if memory_out is True:

@@ -335,11 +335,50 @@ def resolve(
     overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The full, validated, flat run config (see the module docstring for the layering)."""
+    file_settings = dict(_load_yaml(config_file)) if config_file is not None else {}
+    # identity may come from the config file; explicit arguments were merged by the caller
+    agent_cls = _check_identity(algo, env, seed, preset, variant)
+
+    run_types = field_types(RunSettings)
+    agent_types = field_types(agent_cls.Config)
+    clash = set(run_types) & set(agent_types)
+    if clash:
+        raise TypeError(f"{agent_cls.__name__}.Config redefines harness settings {sorted(clash)}")
+    all_types = {**run_types, **agent_types}
+
+    layers = _layers(algo, env, preset, run_types, agent_types)
+    file_only = {k: v for k, v in file_settings.items() if k not in IDENTITY_KEYS}
+    layers.append((f"{config_file}", file_only, all_types))
+    layers.append(("--set", dict(overrides or {}), all_types))
+
+    values: dict[str, Any] = {}
+    for cls in (RunSettings, agent_cls.Config):
+        for f in dataclasses.fields(cls):
+            if _has_default(f):
+                values[f.name] = _field_default(f)
+                check_ranges(f.name, values[f.name], all_types[f.name])
+    for where, settings, allowed in layers:
+        _apply_layer(values, where, settings, allowed, algo, run_types, agent_types)
+
+    missing = [k for k in all_types if k not in values]
+    if missing:
+        raise UsageError(f"setting {missing[0]!r} has no default and was not given")
+    # each value is within its own range (coerce); now the checks across settings
+    for cls, types in ((RunSettings, run_types), (agent_cls.Config, agent_types)):
+        check = getattr(cls(**{k: values[k] for k in types}), "check", None)
+        if check is not None:
+            check()
+    resolved = {"algo": algo, "env": env, "seed": seed, "preset": preset, "variant": variant}
+    resolved.update({k: values[k] for k in run_types})
+    resolved.update({k: values[k] for k in agent_types})
+    return resolved
+
+
+def _check_identity(algo: str, env: str, seed: int, preset: str, variant: str) -> type:
+    """The agent class of `algo`, once every part of the run's identity is known to be valid."""
     from metarl.envs import BENCHMARK_IDS, UnknownBenchmark
     from metarl.registry import get_agent_class
 
-    file_settings = dict(_load_yaml(config_file)) if config_file is not None else {}
-    # identity may come from the config file; explicit arguments were merged by the caller
     for key, value in (("algo", algo), ("env", env), ("preset", preset)):
         if not isinstance(value, str):
             raise UsageError(f"{key} must be a name, got {value!r}")
@@ -352,14 +391,12 @@ def resolve(
         raise UsageError(f"seed must be an integer from 0 to 2**32-1 = {SEED_MAX}, got {seed!r}")
     if not isinstance(variant, str) or not variant or "/" in variant:
         raise UsageError(f"variant must be a non-empty name without '/', got {variant!r}")
+    return agent_cls
 
-    run_types = field_types(RunSettings)
-    agent_types = field_types(agent_cls.Config)
-    clash = set(run_types) & set(agent_types)
-    if clash:
-        raise TypeError(f"{agent_cls.__name__}.Config redefines harness settings {sorted(clash)}")
-    all_types = {**run_types, **agent_types}
 
+def _layers(algo: str, env: str, preset: str, run_types: Mapping[str, Any],
+            agent_types: Mapping[str, Any]) -> list[tuple[str, dict[str, Any], Mapping[str, Any]]]:
+    """The layers of config/ in the order they apply: (where, settings, the keys it may set)."""
     root = config_dir()
     budgets = _load_yaml(root / "budgets.yaml")
     if env not in budgets or preset not in (budgets[env] or {}):
@@ -377,41 +414,25 @@ def resolve(
         layers.append((f"{where} [presets][{preset}]", _section(_section(data, "presets", where), preset, where), agent_types))
         by_env = _section(_section(data, "overrides", where), env, where)
         layers.append((f"{where} [overrides][{env}][{preset}]", _section(by_env, preset, where), agent_types))
-    file_only = {k: v for k, v in file_settings.items() if k not in IDENTITY_KEYS}
-    layers.append((f"{config_file}", file_only, all_types))
-    layers.append(("--set", dict(overrides or {}), all_types))
+    return layers
 
-    values: dict[str, Any] = {}
-    for cls in (RunSettings, agent_cls.Config):
-        for f in dataclasses.fields(cls):
-            if _has_default(f):
-                values[f.name] = _field_default(f)
-                check_ranges(f.name, values[f.name], all_types[f.name])
-    for where, settings, allowed in layers:
-        for key, value in settings.items():
-            if key in IDENTITY_KEYS and where == "--set":
-                raise UsageError(f"--set: {key!r} is part of the run's identity; use --{key} instead")
-            if key not in allowed:
-                owner = "harness" if key in run_types else "algorithm" if key in agent_types else None
-                if owner == "harness":
-                    raise UsageError(f"{where}: {key!r} is a harness setting; set it in config/budgets.yaml, --config or --set")
-                if owner == "algorithm":
-                    raise UsageError(f"{where}: {key!r} is an algorithm setting and does not belong here")
-                raise UsageError(f"{where}: unknown setting {key!r} for algorithm {algo!r}")
-            values[key] = coerce(key, value, all_types[key])
 
-    missing = [k for k in all_types if k not in values]
-    if missing:
-        raise UsageError(f"setting {missing[0]!r} has no default and was not given")
-    # each value is within its own range (coerce); now the checks across settings
-    for cls, types in ((RunSettings, run_types), (agent_cls.Config, agent_types)):
-        check = getattr(cls(**{k: values[k] for k in types}), "check", None)
-        if check is not None:
-            check()
-    resolved = {"algo": algo, "env": env, "seed": seed, "preset": preset, "variant": variant}
-    resolved.update({k: values[k] for k in run_types})
-    resolved.update({k: values[k] for k in agent_types})
-    return resolved
+def _apply_layer(values: dict[str, Any], where: str, settings: Mapping[str, Any], allowed: Mapping[str, Any],
+                 algo: str, run_types: Mapping[str, Any], agent_types: Mapping[str, Any]) -> None:
+    """Set `values` from one layer, each value coerced and range-checked; a key the layer may not
+    set is refused, the message saying where it belongs."""
+    all_types = {**run_types, **agent_types}
+    for key, value in settings.items():
+        if key in IDENTITY_KEYS and where == "--set":
+            raise UsageError(f"--set: {key!r} is part of the run's identity; use --{key} instead")
+        if key not in allowed:
+            owner = "harness" if key in run_types else "algorithm" if key in agent_types else None
+            if owner == "harness":
+                raise UsageError(f"{where}: {key!r} is a harness setting; set it in config/budgets.yaml, --config or --set")
+            if owner == "algorithm":
+                raise UsageError(f"{where}: {key!r} is an algorithm setting and does not belong here")
+            raise UsageError(f"{where}: unknown setting {key!r} for algorithm {algo!r}")
+        values[key] = coerce(key, value, all_types[key])
 
 
 def identity_from(

@@ -7,7 +7,11 @@ MuJoCo and PointNav: deterministic actions in every episode. Meta-World: the fir
 scored with deterministic actions; success = success at any step of the episode.
 
 Rows, one per episode: iteration, env_steps, split, task (index in the split), episode
-(index in the trial), return, success (blank where the benchmark has no success signal).
+(index in the trial), return, success (blank where the benchmark has no success signal), and
+what a reader needs to score the row without knowing the benchmark: scored (1 where the episode
+counts for the success rate: after Meta-World's exploration episodes, every episode elsewhere),
+task_label and task_value (the task's parameter where it has exactly one number, e.g.
+HalfCheetahVel's target velocity; blank otherwise).
 
 Per step (`Evaluator.evaluate(..., rewards=[])`, `metarl evaluate --steps`): every step's
 reward as a [tasks, episodes, episode_length] float32 array, NaN after an episode that ended
@@ -66,10 +70,7 @@ class Evaluator:
                 agent,
                 chunk_tasks,
                 spec,
-                bench.episode_length,
                 eval_env_rngs(bench.split_seed, key, indices),
-                bench.obs_dim,
-                bench.act_dim,
                 record_extras=memory is not None,
             )
             if memory is not None:
@@ -83,6 +84,7 @@ class Evaluator:
             if rewards is not None:
                 rewards.append(step_rewards(batch))
             for row, task_index in enumerate(indices):
+                task = tasks[task_index]
                 for episode in range(bench.eval_episodes):
                     rows.append(
                         {
@@ -93,6 +95,9 @@ class Evaluator:
                             "episode": episode,
                             "return": float(batch.episode_returns[row, episode]),
                             "success": float(batch.episode_success[row, episode]) if bench.has_success else None,
+                            "scored": episode >= bench.exploration_episodes,
+                            "task_label": task.label,
+                            "task_value": task_value(task),
                         }
                     )
         return rows
@@ -101,6 +106,12 @@ class Evaluator:
         for env in self._envs.values():
             env.close()
         self._envs.clear()
+
+
+def task_value(task) -> float | None:
+    """The task's parameter where it is a single number (a target velocity, a goal angle)."""
+    numbers = [v for v in task.params.values() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return float(numbers[0]) if len(numbers) == 1 else None
 
 
 def step_rewards(batch) -> np.ndarray:
@@ -159,6 +170,6 @@ def summarize(rows: list[dict[str, Any]], benchmark: Benchmark) -> dict[str, flo
     returns = np.array([[r["return"] for r in rows if r["episode"] == e] for e in range(benchmark.eval_episodes)])
     out = {"first_return": float(returns[0].mean()), "adapted_return": float(returns[-1].mean())}
     if benchmark.has_success:
-        scored = [r["success"] for r in rows if r["episode"] >= benchmark.exploration_episodes]
+        scored = [r["success"] for r in rows if r["scored"]]
         out["success_rate"] = float(np.mean(scored))
     return out

@@ -7,7 +7,8 @@
 `progress.csv` and `eval.csv` hold no wall-clock values, and every float is written with
 Python's shortest round-trip repr, so the same seed on the same machine and thread count gives
 the same bytes. They are appended row by row while a run goes (so it can be watched), and the
-checkpoint carries their content: a resumed run rewrites them from it, then carries on.
+checkpoint carries their content: a resumed run rewrites them from it, then carries on
+(`RunFiles`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ import torch
 
 from metarl.errors import EXIT_LOCKED, UsageError
 
-EVAL_COLUMNS = ("iteration", "env_steps", "split", "task", "episode", "return", "success")
+EVAL_COLUMNS = ("iteration", "env_steps", "split", "task", "episode", "return", "success",
+                "scored", "task_label", "task_value")
+# eval.csv's header before the scored/task columns (files of older versions of the suite)
+EVAL_COLUMNS_V1 = EVAL_COLUMNS[:7]
 
 
 def run_dir_for(env: str, algo: str, variant: str, seed: int, root: Path = Path("results")) -> Path:
@@ -188,6 +192,47 @@ class CsvLog:
             # resumed run rewrites the file from it
             raise _naming(exc, self.path)
         self.content += text
+
+
+class RunFiles:
+    """A run's three logs: progress.csv (one row per iteration), eval.csv (`EVAL_COLUMNS`, one
+    row per evaluated episode) and timings.csv (wall-clock seconds per iteration). The checkpoint
+    carries their content (`snapshot`), under these names, so a resumed run rewrites them from it
+    (`restore`) and carries on."""
+
+    NAMES = ("progress.csv", "eval.csv", "timings.csv")
+
+    def __init__(self, run_dir: Path):
+        run_dir = Path(run_dir)
+        self.progress = CsvLog(run_dir / "progress.csv")
+        self.evals = CsvLog(run_dir / "eval.csv", EVAL_COLUMNS)
+        self.timings = CsvLog(run_dir / "timings.csv")
+
+    def _logs(self) -> dict[str, CsvLog]:
+        return dict(zip(self.NAMES, (self.progress, self.evals, self.timings)))
+
+    def start(self) -> None:
+        """Empty files, for a run that starts from scratch."""
+        for log in self._logs().values():
+            log.restore("")
+
+    def restore(self, files: Mapping[str, str]) -> None:
+        """The files as `snapshot` left them (a checkpoint's "files")."""
+        for name, log in self._logs().items():
+            log.restore(files[name])
+
+    def snapshot(self) -> dict[str, str]:
+        """{file name: content}, for the checkpoint."""
+        return {name: log.content for name, log in self._logs().items()}
+
+    def log_progress(self, row: Mapping[str, Any]) -> None:
+        self.progress.append(row)
+
+    def log_eval(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        self.evals.append_many(rows)
+
+    def log_timings(self, row: Mapping[str, Any]) -> None:
+        self.timings.append(row)
 
 
 # ----------------------------------------------------------------------------- metadata

@@ -184,21 +184,21 @@ def run_trials(
     agent: Agent,
     tasks: Sequence[Task],
     spec: TrialSpec,
-    episode_length: int,
     reset_rngs: Sequence[np.random.Generator],
-    obs_dim: int,
-    act_dim: int,
     record_extras: bool = True,
 ) -> TrialBatch:
-    """Run one trial of `spec.episodes` episodes per task, all tasks at once (see module doc)."""
+    """Run one trial of `spec.episodes` episodes of `spec.episode_length` steps at most per task,
+    all tasks at once (see module doc). The sizes are the env's, read once it has its tasks (a
+    `LoopBatchEnv` learns them from its first slot's env)."""
     n = len(tasks)
     if n != env.n:
         raise ValueError(f"{n} tasks for an environment batch of {env.n} slots")
+    env.set_tasks(tasks, reset_rngs)
+    episode_length, obs_dim, act_dim = spec.episode_length, env.obs_dim, env.act_dim
     batch = TrialBatch.allocate(tasks, spec.episodes, episode_length, obs_dim, act_dim)
     layout = _RecordLayout(obs_dim, act_dim)
     record = batch.record
     reward64 = np.zeros(batch.valid.shape, np.float64)  # returns are summed from unrounded rewards
-    env.set_tasks(tasks, reset_rngs)
     agent.start_trial(n, spec)
 
     every = np.arange(n)

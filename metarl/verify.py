@@ -34,17 +34,21 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from metarl.errors import UsageError
 from metarl.runs import (
     CHECKSUM_SUFFIX,
     EVAL_COLUMNS,
+    EVAL_COLUMNS_V1,
     ckpt_dir_for,
     file_sha256,
     load_model,
     read_checksum,
 )
+
+if TYPE_CHECKING:
+    from metarl.envs.base import Benchmark
 
 COMPLETE, INCOMPLETE, MISSING, CORRUPT, EDITED = "complete", "incomplete", "missing files", "corrupt", "edited"
 # worst first: a run's status is the worst of its problems
@@ -140,7 +144,7 @@ def eval_schedule(iterations: int, eval_every: int) -> list[int]:
     return points if points[-1] == iterations else points + [iterations]
 
 
-def check_eval(path: Path, *, episodes: int, has_success: bool, n_tasks: Callable[[str], int],
+def check_eval(path: Path, *, episodes: int, exploration: int, has_success: bool, n_tasks: Callable[[str], int],
                expected: dict[str, list[int]] | None, final_iteration: int, env_steps: dict[int, int] | None,
                only_split: str | None = None) -> int:
     """Checks an evaluation file; returns its row count.
@@ -150,6 +154,9 @@ def check_eval(path: Path, *, episodes: int, has_success: bool, n_tasks: Callabl
     `only_split`: the one split an eval_{split}.csv may hold.
     """
     header, body = read_rows(path)
+    if header == list(EVAL_COLUMNS_V1):
+        raise FileError(f"{path}: written by an older version of the suite (no scored, task_label and "
+                        "task_value columns); regenerate it")
     if header != list(EVAL_COLUMNS):
         raise FileError(f"{path}: header is {','.join(header)!r}, expected {','.join(EVAL_COLUMNS)!r}")
     seen: dict[tuple[str, int], set[tuple[int, int]]] = {}
@@ -170,6 +177,11 @@ def check_eval(path: Path, *, episodes: int, has_success: bool, n_tasks: Callabl
                 raise FileError(f"{path} line {number}: success {row[6]} is not in [0, 1]")
         elif row[6] != "":
             raise FileError(f"{path} line {number}: success {row[6]!r} on a benchmark without a success signal")
+        if row[7] != ("1" if episode >= exploration else "0"):
+            raise FileError(f"{path} line {number}: scored {row[7]!r} for episode {episode}, but the benchmark "
+                            f"scores the episodes from {exploration} on")
+        if row[9] != "":
+            _finite(row[9], path, number, "task_value")
         if env_steps is not None and env_steps.get(it) != steps:
             raise FileError(f"{path} line {number}: env_steps {steps} at iteration {it}, but progress.csv "
                             f"has {env_steps.get(it)}")
@@ -238,8 +250,6 @@ def regenerate_command(run_dir: Path, report: RunReport) -> str:
 
 def check_run(run_dir: Path, benchmarks: BenchmarkCache | None = None, ckpt_dir: Path | None = None) -> RunReport:
     """Every check of the module docstring on one run directory."""
-    import yaml
-
     run_dir = Path(run_dir)
     benchmarks = benchmarks or BenchmarkCache()
     report = RunReport(run_dir)
@@ -258,24 +268,8 @@ def check_run(run_dir: Path, benchmarks: BenchmarkCache | None = None, ckpt_dir:
         if not target.is_file():
             report.add(MISSING, target, f"{target}: missing (its {side.name} is there)")
 
-    config = metadata = None
-    if present["config.yaml"]:
-        try:
-            config = yaml.safe_load((run_dir / "config.yaml").read_text())
-        except (yaml.YAMLError, UnicodeDecodeError):
-            config = None
-        if not isinstance(config, dict) or not {"algo", "env", "seed", "eval_every"} <= set(config):
-            report.add(CORRUPT, run_dir / "config.yaml", f"{run_dir / 'config.yaml'}: not a run config")
-            config = None
-    if present["metadata.json"]:
-        try:
-            metadata = json.loads((run_dir / "metadata.json").read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            metadata = None
-        if not isinstance(metadata, dict) or "iterations" not in metadata:
-            report.add(CORRUPT, run_dir / "metadata.json", f"{run_dir / 'metadata.json'}: not a run's metadata")
-            metadata = None
-
+    config = _read_config(run_dir, report) if present["config.yaml"] else None
+    metadata = _read_metadata(run_dir, report) if present["metadata.json"] else None
     records = (metadata or {}).get("files")
     if metadata is not None and records is None:
         report.notes.append("no checksums recorded (finished before metarl recorded them): "
@@ -294,33 +288,7 @@ def check_run(run_dir: Path, benchmarks: BenchmarkCache | None = None, ckpt_dir:
             report.add(CORRUPT, run_dir / "config.yaml", f"{run_dir / 'config.yaml'}: benchmark {config.get('env')!r}: {exc}")
             bench = None
         if bench is not None and iterations is not None:
-            limit = config.get("eval_tasks") or 0
-
-            def n_tasks(split: str, _bench=bench, _limit=limit) -> int:
-                size = len(_bench.split(split)) if split in _bench.splits() else 0
-                return min(size, _limit) if _limit and split == "test" else size
-
-            facts = dict(episodes=bench.eval_episodes, has_success=bench.has_success, n_tasks=n_tasks,
-                         final_iteration=iterations)
-            if present["eval.csv"]:
-                try:
-                    check_eval(run_dir / "eval.csv", expected={"test": eval_schedule(iterations, config["eval_every"])},
-                               env_steps=steps, **facts)
-                except FileError as exc:
-                    report.add(CORRUPT, run_dir / "eval.csv", str(exc))
-            for extra in sorted(run_dir.glob("eval_*.csv")):
-                split = extra.name[len("eval_"):-len(".csv")]
-                try:
-                    check_eval(extra, expected=None, env_steps=None, only_split=split, **facts)
-                except FileError as exc:
-                    report.add(CORRUPT, extra, str(exc))
-                    continue
-                digest = read_checksum(extra)
-                if digest is None:
-                    report.notes.append(f"{extra.name}: no {extra.name}{CHECKSUM_SUFFIX} (written before "
-                                        "checksums were recorded): structure checked")
-                elif digest != file_sha256(extra):
-                    report.add(EDITED, extra, f"{extra}: differs from the SHA-256 recorded when it was written")
+            _check_eval_files(run_dir, report, config, bench, iterations, steps, present["eval.csv"])
     for name, record in (records or {}).items():
         path = run_dir / name
         if path.is_file() and isinstance(record, dict) and file_sha256(path) != record.get("sha256"):
@@ -333,6 +301,66 @@ def check_run(run_dir: Path, benchmarks: BenchmarkCache | None = None, ckpt_dir:
     if report.status != COMPLETE:
         report.fix = regenerate_command(run_dir, report)
     return report
+
+
+def _read_config(run_dir: Path, report: RunReport) -> dict | None:
+    """config.yaml, or None (and a problem) where it is not a run config."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (yaml.YAMLError, UnicodeDecodeError):
+        config = None
+    if not isinstance(config, dict) or not {"algo", "env", "seed", "eval_every"} <= set(config):
+        report.add(CORRUPT, run_dir / "config.yaml", f"{run_dir / 'config.yaml'}: not a run config")
+        return None
+    return config
+
+
+def _read_metadata(run_dir: Path, report: RunReport) -> dict | None:
+    """metadata.json, or None (and a problem) where it is not a run's metadata."""
+    try:
+        metadata = json.loads((run_dir / "metadata.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        metadata = None
+    if not isinstance(metadata, dict) or "iterations" not in metadata:
+        report.add(CORRUPT, run_dir / "metadata.json", f"{run_dir / 'metadata.json'}: not a run's metadata")
+        return None
+    return metadata
+
+
+def _check_eval_files(run_dir: Path, report: RunReport, config: dict, bench: Benchmark, iterations: int,
+                      steps: dict[int, int] | None, has_eval: bool) -> None:
+    """eval.csv against the training's evaluation schedule, and every eval_{split}.csv (one
+    evaluation of its split at the final iteration) with its `.sha256`."""
+    limit = config.get("eval_tasks") or 0
+
+    def n_tasks(split: str) -> int:
+        size = len(bench.split(split)) if split in bench.splits() else 0
+        return min(size, limit) if limit and split == "test" else size
+
+    facts = dict(episodes=bench.eval_episodes, exploration=bench.exploration_episodes,
+                 has_success=bench.has_success, n_tasks=n_tasks,
+                 final_iteration=iterations)
+    if has_eval:
+        try:
+            check_eval(run_dir / "eval.csv", expected={"test": eval_schedule(iterations, config["eval_every"])},
+                       env_steps=steps, **facts)
+        except FileError as exc:
+            report.add(CORRUPT, run_dir / "eval.csv", str(exc))
+    for extra in sorted(run_dir.glob("eval_*.csv")):
+        split = extra.name[len("eval_"):-len(".csv")]
+        try:
+            check_eval(extra, expected=None, env_steps=None, only_split=split, **facts)
+        except FileError as exc:
+            report.add(CORRUPT, extra, str(exc))
+            continue
+        digest = read_checksum(extra)
+        if digest is None:
+            report.notes.append(f"{extra.name}: no {extra.name}{CHECKSUM_SUFFIX} (written before "
+                                "checksums were recorded): structure checked")
+        elif digest != file_sha256(extra):
+            report.add(EDITED, extra, f"{extra}: differs from the SHA-256 recorded when it was written")
 
 
 def find_runs(results: Path) -> list[tuple[Path, Path | None]]:
@@ -351,19 +379,22 @@ def find_runs(results: Path) -> list[tuple[Path, Path | None]]:
     return sorted(found.items())
 
 
-def verify(results: Path, stream=None) -> int:
-    """Print one line per run (and its problems and fix); return the exit code."""
+def verify(paths: Path | list[Path], stream=None) -> int:
+    """Print one line per run under `paths` (results directories or run directories), with its
+    problems and fix; return the exit code."""
     import sys
 
     from metarl.errors import EXIT_OK, EXIT_PROBLEMS
 
     stream = stream or sys.stdout
-    results = Path(results)
-    if not results.is_dir():
-        raise UsageError(f"results directory not found: {results}")
-    runs = find_runs(results)
-    if not runs:
-        raise UsageError(f"no runs under {results} (expected {results}/runs/ENV/ALGO/VARIANT/seedN/)")
+    runs = []
+    for results in [Path(paths)] if isinstance(paths, (str, Path)) else map(Path, paths):
+        if not results.is_dir():
+            raise UsageError(f"results directory not found: {results}")
+        found = find_runs(results)
+        if not found:
+            raise UsageError(f"no runs under {results} (expected {results}/runs/ENV/ALGO/VARIANT/seedN/)")
+        runs += found
     benchmarks = BenchmarkCache()
     counts = {s: 0 for s in SEVERITY}
     for run_dir, ckpt_dir in runs:

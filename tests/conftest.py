@@ -13,6 +13,19 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def summaries(episodes, info: dict, bootstrap) -> dict:
+    """What rule aggregate makes of a per-episode table, as the tables read it: `scores`
+    (scores.parquet) and `family` (aggregate.csv), through workflow/scripts/aggregate.py."""
+    sys.path.insert(0, str(REPO / "workflow" / "scripts"))
+    import aggregate
+    import metrics
+
+    scores = metrics.run_scores(episodes).merge(
+        aggregate.main_scores(episodes, info)[metrics.RUN_KEYS + ["split", "normalised"]],
+        on=metrics.RUN_KEYS + ["split"], how="left")
+    return {"scores": scores, "family": aggregate.family_table(aggregate.main_scores(episodes, info), info, bootstrap)}
+
+
 def run_cli(args: list[str], cwd: Path, check: bool = True, timeout: float = 600, env: dict | None = None):
     """`metarl ARGS` in `cwd`, one thread; returns the CompletedProcess."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}

@@ -373,6 +373,7 @@ def test_c5_on_synthetic_step_files(known, shipped, tmp_path):
     for seed, rise in zip((1, 2, 3, 4), (8, 10, 12, 11)):
         d = tmp_path / f"results/runs/HalfCheetahVel/trmrl/default/seed{seed}"
         d.mkdir(parents=True)
+        (d / "config.yaml").write_text(f"algo: trmrl\nenv: HalfCheetahVel\nseed: {seed}\nvariant: default\n")
         np.savez(d / "steps_test.npz", reward=reward_array(rise), benchmark="HalfCheetahVel", split="test",
                  iteration=np.int64(40), env_steps=np.int64(250_000), episode_length=np.int64(50))
         paths.append(str(d / "steps_test.npz"))

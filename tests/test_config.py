@@ -96,7 +96,7 @@ def test_config_command_prints_resolved_yaml(tmp_path):
 
 def test_random_agent_has_every_benchmark_and_preset():
     from metarl.envs import BENCHMARK_IDS
-    from metarl.training import prepare
+    from metarl.setup import prepare
 
     for env in BENCHMARK_IDS:
         for preset in cfg.PRESETS:

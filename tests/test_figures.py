@@ -3,7 +3,6 @@ and the number of seeds (from the data), nothing drawn lies outside its axes, th
 panels share one y scale, and a spread never prints as "± 0.00"."""
 
 import sys
-from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -12,11 +11,13 @@ import pytest
 import yaml
 from matplotlib.collections import PathCollection
 
-REPO = Path(__file__).resolve().parent.parent
+from conftest import REPO, summaries
+
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
 
 import metrics  # noqa: E402
 import plots  # noqa: E402
+import render  # noqa: E402
 import style  # noqa: E402
 import tables  # noqa: E402
 
@@ -48,6 +49,10 @@ def rows_of(bench, algo, seed, split, rng, variant="default", tasks=3, episodes=
                     "final": iteration == iterations[-1], "has_success": success,
                     "task_value": np.nan if task_values is None else task_values[task],
                     "task_label": "",
+                    # what the runs' metadata.json say of HalfCheetahVel: trained on v* in [0, 3]
+                    "train_low": 0.0 if bench == "HalfCheetahVel" else np.nan,
+                    "train_high": 3.0 if bench == "HalfCheetahVel" else np.nan,
+                    "split_note": f"the {split} tasks of {bench}",
                 })
     return rows
 
@@ -92,6 +97,11 @@ def draw(name, data, cfg=None):
     root, grid, ablations = data
     style.setup()
     inputs = [ablations] if name == "ablations" else [grid]
+    if name == "aggregate":  # it reads what rule aggregate writes
+        made = summaries(pd.read_parquet(grid), cfg or info(), metrics.Bootstrap.from_config((cfg or info())["aggregate"]))
+        inputs = [root / "scores.parquet", root / "aggregate.csv"]
+        made["scores"].to_parquet(inputs[0])
+        made["family"].to_csv(inputs[1], index=False)
     out = root / f"{name}.pdf"
     fig = plots.FIGURES[name](cfg or info(), inputs, str(out))
     assert out.read_bytes().startswith(b"%PDF-")
@@ -204,7 +214,7 @@ def test_a_small_spread_never_prints_as_zero():
     assert tables.mean_cell({"n": 3, "mean": 0.5, "std": 0.0001}, percent=True) == "50.0 ± <0.1"
     assert tables.mean_cell({"n": 3, "mean": 1.0, "std": 0.0}) == "1.00 ± 0"
     assert tables.mean_cell({"n": 3, "mean": 150.0, "std": 0.02}) == "150 ± 0.02"
-    assert tables.tex_escape("1.00 ± <0.01") == r"1.00 $\pm$ $<$0.01"
+    assert render.tex_escape("1.00 ± <0.01") == r"1.00 $\pm$ $<$0.01"
 
 
 def test_main_table_with_std_0001_does_not_print_zero_spread(tmp_path):
@@ -217,12 +227,13 @@ def test_main_table_with_std_0001_does_not_print_zero_spread(tmp_path):
                                  "split": "test", "iteration": 10, "env_steps": 100, "task": task, "episode": ep,
                                  "return": base + delta, "success": np.nan, "scored": True,
                                  "last_episode": ep == 2, "final": True, "has_success": False,
-                                 "task_value": np.nan, "task_label": ""})
+                                 "task_value": np.nan, "task_label": "", "train_low": np.nan, "train_high": np.nan, "split_note": ""})
     path = tmp_path / "grid.parquet"
     pd.DataFrame(rows)[metrics.EPISODE_COLUMNS].to_parquet(path)
     cfg = info(["PointNav"])
-    csv, sections, title = tables.table_main(cfg, metrics.Bootstrap(reps=200, random_state=1), [path])
-    md, tex = tables.markdown(sections, title), tables.latex(sections, title)
+    bootstrap = metrics.Bootstrap(reps=200, random_state=1)
+    csv, sections, title = tables.table_main(cfg, bootstrap, summaries(pd.read_parquet(path), cfg, bootstrap))
+    md, tex = render.markdown(sections, title), render.latex(sections, title)
     assert "± 0.00" not in md and r"$\pm$ 0.00" not in tex
     assert "-8.00 ± <0.01" in md and r"$\pm$ $<$0.01" in tex
     std = csv[(csv["metric"] == "adapted_return") & (csv["algorithm"] == "trmrl")]["std"].iloc[0]

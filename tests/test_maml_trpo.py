@@ -13,7 +13,7 @@ from metarl.agent import TrialSpec
 from metarl.learning import gaussian_kl
 from metarl.sampling import run_trials
 from metarl.seeding import env_rngs, task_rng
-from metarl.training import build_agent, prepare
+from metarl.setup import build_agent, prepare
 
 
 def _agent(**overrides):
@@ -25,8 +25,8 @@ def _train_batch(setup, agent, n=4, iteration=1):
     bench = setup.benchmark
     env = bench.make_env(n)
     tasks = bench.sample_train_tasks(task_rng(1, iteration), n)
-    return run_trials(env, agent, tasks, TrialSpec(bench.train_episodes, 0, True, 0), bench.episode_length,
-                      env_rngs(1, iteration, n), bench.obs_dim, bench.act_dim)
+    return run_trials(env, agent, tasks, TrialSpec(bench.train_episodes, 0, True, 0, bench.episode_length),
+                      env_rngs(1, iteration, n))
 
 
 def _measured_kl(agent, rows, theta_old):
@@ -116,7 +116,7 @@ def test_trial_adapts_after_the_exploration_episodes():
             seen.append([p.clone() for p in agent._slot_params])
             agent.start_episode(slots)
 
-    run_trials(env, Spy(), tasks, TrialSpec(3, 0, False, 5), bench.episode_length, env_rngs(1, 0, 3), 2, 2)
+    run_trials(env, Spy(), tasks, TrialSpec(3, 0, False, 5, bench.episode_length), env_rngs(1, 0, 3))
     theta = agent._theta()
     assert all(torch.equal(s[0], t.detach().expand_as(s[0])) for s, t in zip(seen[0], theta))
     assert not torch.equal(seen[1][-2], seen[0][-2])  # adapted before episode 1
@@ -127,8 +127,8 @@ def test_evaluation_takes_the_mean_when_asked():
     bench = setup.benchmark
     env = bench.make_env(4)
     tasks = bench.split("test")[:4]
-    runs = [run_trials(env, agent, tasks, TrialSpec(3, 0, False, seed), bench.episode_length,
-                       env_rngs(1, 0, 4), 2, 2) for seed in (11, 12)]
+    runs = [run_trials(env, agent, tasks, TrialSpec(3, 0, False, seed, bench.episode_length),
+                       env_rngs(1, 0, 4)) for seed in (11, 12)]
     np.testing.assert_array_equal(runs[0].actions, runs[1].actions)  # no noise anywhere
     # the first action of each trial is θ's mean at the start state
     start = torch.from_numpy(runs[0].obs[:, 0][:, None])
@@ -139,8 +139,8 @@ def test_evaluation_takes_the_mean_when_asked():
     # by default the pre-update episode still samples (MAML adapts on it); the adapted ones take
     # the mean of the policy adapted on it (the mean-only episodes add nothing to adapt on)
     _, agent = _agent()
-    runs = [run_trials(env, agent, tasks, TrialSpec(3, 0, False, seed), bench.episode_length,
-                       env_rngs(1, 0, 4), 2, 2) for seed in (11, 12)]
+    runs = [run_trials(env, agent, tasks, TrialSpec(3, 0, False, seed, bench.episode_length),
+                       env_rngs(1, 0, 4)) for seed in (11, 12)]
     first = runs[0].episode == 0
     assert not np.array_equal(runs[0].actions[first], runs[1].actions[first])
     later = runs[1].episode >= 1

@@ -20,8 +20,9 @@ sys.path.insert(0, str(REPO / "workflow" / "scripts"))
 import aggregate  # noqa: E402
 import measure_random  # noqa: E402
 import metrics  # noqa: E402
+import render  # noqa: E402
 import tables  # noqa: E402
-from conftest import copy_repo  # noqa: E402
+from conftest import copy_repo, summaries  # noqa: E402
 from metarl.envs import BENCHMARK_IDS, get_benchmark  # noqa: E402
 
 FILE = REPO / "config" / "normalisation.yaml"
@@ -41,7 +42,7 @@ def episodes(runs: dict, split: str = "test", episodes_per_trial: int = 3) -> pd
                              "split": split, "iteration": 10, "env_steps": 1000, "task": task, "episode": ep,
                              "return": last - (episodes_per_trial - 1 - ep), "success": np.nan, "scored": True,
                              "last_episode": ep == episodes_per_trial - 1, "final": True, "has_success": False,
-                             "task_value": np.nan, "task_label": ""})
+                             "task_value": np.nan, "task_label": "", "train_low": np.nan, "train_high": np.nan, "split_note": ""})
     return pd.DataFrame(rows)[metrics.EPISODE_COLUMNS]
 
 
@@ -87,8 +88,8 @@ def test_a_benchmark_without_reference_is_nan_and_left_out_of_the_aggregate(tmp_
     # the main table says which points it uses, and what it leaves out
     path = tmp_path / "grid.parquet"
     data.to_parquet(path)
-    csv, sections, _ = tables.table_main(cfg, B, [path])
-    md, tex = tables.markdown(sections, "t"), tables.latex(sections, "t")
+    csv, sections, _ = tables.table_main(cfg, B, summaries(data, cfg, B))
+    md, tex = render.markdown(sections, "t"), render.latex(sections, "t")
     assert f"AntDir: {metrics.NOT_NORMALISED}" in md
     assert "PointNav: 0 = -20.23 (uniform-random agent), 1 = -3.8001 (goal-knowing oracle)" in md
     assert "config/normalisation.yaml" in tex
@@ -112,7 +113,7 @@ def evaluate_random(split: str, seed: int) -> float:
     """The random agent's adapted return on PointNav's split, by the suite's own evaluator."""
     from metarl.config import resolve
     from metarl.evaluation import Evaluator
-    from metarl.training import build_agent, prepare
+    from metarl.setup import build_agent, prepare
 
     setup = prepare(resolve("random", "PointNav", seed, "paper", overrides={"threads": 1, "device": "cpu"}))
     agent = build_agent(setup)

@@ -17,7 +17,7 @@ from metarl.agent import TrialSpec
 from metarl.envs import get_benchmark
 from metarl.sampling import run_trials
 from metarl.seeding import env_rngs
-from metarl.training import build_agent, prepare
+from metarl.setup import build_agent, prepare
 
 
 def _agent(**overrides):
@@ -30,8 +30,7 @@ def _trials(agent, spec, n=3, iteration=1):
     env = bench.make_env(n)
     tasks = bench.sample_train_tasks(np.random.default_rng(iteration), n)
     try:
-        return run_trials(env, agent, tasks, spec, bench.episode_length, env_rngs(1, iteration, n),
-                          bench.obs_dim, bench.act_dim)
+        return run_trials(env, agent, tasks, spec, env_rngs(1, iteration, n))
     finally:
         env.close()
 
@@ -67,7 +66,7 @@ def test_deterministic_actions_are_tanh_of_the_mean_and_repeatable():
     n = 4
     tokens = np.random.default_rng(0).standard_normal((n, agent.env.token_dim)).astype(np.float32)
     det = np.ones(n, bool)
-    agent.start_trial(n, TrialSpec(2, 0, False, 5))
+    agent.start_trial(n, TrialSpec(2, 0, False, 5, agent.env.episode_length))
     agent._has_post[:] = True  # as after an episode: z = the posterior mean
     agent._z_mean[:] = torch.randn(n, agent.config.latent_dim)
     a1, _ = agent.act(tokens, det)
@@ -84,7 +83,7 @@ def test_deterministic_actions_are_tanh_of_the_mean_and_repeatable():
 
 def test_whole_deterministic_evaluation_repeats_exactly():
     agent = _agent()
-    spec = TrialSpec(3, 0, False, 11)
+    spec = TrialSpec(3, 0, False, 11, agent.env.episode_length)
     first = _trials(agent, spec)
     again = _trials(agent, spec)
     np.testing.assert_array_equal(first.actions, again.actions)
@@ -111,7 +110,7 @@ def test_prior_in_first_episode_then_posterior_from_the_trial_so_far():
     agent = _agent()
     spy = _Spy(agent)
     spy.wrap()
-    batch = _trials(agent, TrialSpec(3, 0, False, 3))
+    batch = _trials(agent, TrialSpec(3, 0, False, 3, agent.env.episode_length))
     z0, mean0, var0, post0 = spy.seen[0]
     assert not post0.any()
     assert torch.count_nonzero(mean0) == 0 and torch.equal(var0, torch.ones_like(var0))
@@ -129,7 +128,7 @@ def test_prior_in_first_episode_then_posterior_from_the_trial_so_far():
 
 def test_training_trials_fill_both_buffers_as_the_reference():
     agent = _agent()
-    batch = _trials(agent, TrialSpec(2, 0, True, 0))
+    batch = _trials(agent, TrialSpec(2, 0, True, 0, agent.env.episode_length))
     agent.update(batch)
     assert len(agent.rl_buffers) == batch.n
     for s, task in enumerate(batch.tasks):
@@ -148,7 +147,7 @@ def test_task_buffer_is_a_fifo():
 def test_state_dict_round_trip_continues_identically():
     a = _agent()
     for it in (1, 2):
-        a.update(_trials(a, TrialSpec(2, 0, True, 0), iteration=it))
+        a.update(_trials(a, TrialSpec(2, 0, True, 0, a.env.episode_length), iteration=it))
     saved = io.BytesIO()
     torch.save(a.state_dict(), saved)  # through bytes, as a checkpoint (no shared tensors)
     saved.seek(0)
@@ -159,8 +158,8 @@ def test_state_dict_round_trip_continues_identically():
         np.testing.assert_array_equal(b.rl_buffers[key].data[: b.rl_buffers[key].size],
                                       a.rl_buffers[key].data[: a.rl_buffers[key].size])
         np.testing.assert_array_equal(b.enc_buffers[key], a.enc_buffers[key])
-    out_a = a.update(_trials(a, TrialSpec(2, 0, True, 0), iteration=3))
-    out_b = b.update(_trials(b, TrialSpec(2, 0, True, 0), iteration=3))
+    out_a = a.update(_trials(a, TrialSpec(2, 0, True, 0, a.env.episode_length), iteration=3))
+    out_b = b.update(_trials(b, TrialSpec(2, 0, True, 0, b.env.episode_length), iteration=3))
     assert out_a == out_b
     for (ka, va), (kb, vb) in zip(a.nets.state_dict().items(), b.nets.state_dict().items()):
         assert ka == kb and torch.equal(va, vb)
@@ -191,7 +190,7 @@ def test_time_limit_is_not_terminal_in_the_buffers():
     """PointNav episodes end only by the time limit: every stored done flag must be 0 (a
     truncation treated as terminal would cut the bootstrap at every episode end)."""
     agent = _agent()
-    batch = _trials(agent, TrialSpec(2, 0, True, 0))
+    batch = _trials(agent, TrialSpec(2, 0, True, 0, agent.env.episode_length))
     assert batch.truncated.any() and not batch.terminated.any()
     agent.update(batch)
     for buf in agent.rl_buffers.values():

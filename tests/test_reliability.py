@@ -112,7 +112,7 @@ def _duplicate_last_rows(run_dir):
 def _plausible_extra_rows(run_dir):
     # two rows of a task that does not exist, with ordinary returns: the probe that moved an IQM
     with open(run_dir / "eval.csv", "a") as f:
-        f.write("25,2000,test,20,0,-1.5,\n25,2000,test,20,5,-1.0,\n")
+        f.write("25,2000,test,20,0,-1.5,,1,angle=0.5000,0.5\n25,2000,test,20,5,-1.0,,1,angle=0.5000,0.5\n")
 
 
 def _garbage_line(name):
@@ -232,30 +232,43 @@ def test_verify_of_a_missing_directory_is_one_line(tmp_path):
 
 @pytest.mark.parametrize("name", ["plausible extra rows", "garbage in eval.csv", "garbage in progress.csv",
                                   "an edited return"])
-def test_collect_stops_with_one_line_naming_the_file(results, name, monkeypatch):
-    sys.path.insert(0, str(REPO / "workflow" / "scripts"))
-    import collect
-
+def test_workflow_verify_step_stops_naming_the_file(results, name):
+    """The shell line of rule verify_runs: a corrupt run fails the step, and what it prints
+    (Snakemake shows it) names the file and the command that regenerates the run."""
     CORRUPTIONS[name][0](results / RUN)
-    monkeypatch.chdir(results)
-    with pytest.raises(SystemExit) as exc:
-        collect.collect([str(RUN / "eval.csv")], {})
-    message = str(exc.value)
-    assert len(message.splitlines()) == 1 and str(RUN) in message and "metarl verify" in message
+    rule = (REPO / "workflow" / "rules" / "summaries.smk").read_text()
+    assert "metarl verify {params.runs} > {log} 2>&1" in rule
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    shell = (f"metarl verify {RUN} > verify.log 2>&1 && cp verify.log verified.txt"
+             " || { grep -v '^complete ' verify.log >&2; exit 4; }")
+    proc = subprocess.run(["bash", "-c", shell], cwd=results, capture_output=True, text=True, env=env)
+    assert proc.returncode == EXIT_PROBLEMS and not (results / "verified.txt").exists()
+    assert str(RUN) in proc.stderr and "fix:" in proc.stderr
 
 
-def test_collect_reads_an_intact_run(results, monkeypatch):
-    sys.path.insert(0, str(REPO / "workflow" / "scripts"))
-    import collect
-
-    monkeypatch.chdir(results)
+def test_collect_reads_an_intact_run_without_the_suite(results):
+    """collect.py needs only the run's files: it runs with `metarl` unimportable."""
+    script = f"""
+import sys
+sys.modules["metarl"] = None  # any `import metarl...` now fails
+sys.path.insert(0, {str(REPO / "workflow" / "scripts")!r})
+import collect
+table = collect.collect([{str(RUN / "eval.csv")!r}, {str(RUN / "eval_ood.csv")!r}], {{}})
+table.to_parquet("table.parquet")
+"""
+    subprocess.run([sys.executable, "-c", script], cwd=results, check=True)
+    import pandas as pd
     import yaml
 
-    table = collect.collect([str(RUN / "eval.csv"), str(RUN / "eval_ood.csv")], {})
+    table = pd.read_parquet(results / "table.parquet")
     config = yaml.safe_load((results / RUN / "config.yaml").read_text())
     iterations = len((results / RUN / "progress.csv").read_text().splitlines()) - 1
     evaluations = len(eval_schedule(iterations, config["eval_every"]))
     assert len(table) == (evaluations + 1) * 20 * 6  # the schedule's test evaluations, and OOD once
+    assert set(table["benchmark"]) == {"PointNav"} and set(table["algorithm"]) == {"random"}
+    assert table["scored"].all() and table["task_label"].str.startswith("angle=").all()
+    assert set(table.loc[table["split"] == "ood", "split_note"]) == {"goals on the lower half-circle"}
+    assert table["last_episode"].sum() == (evaluations + 1) * 20 and (table["train_high"] > 3.14).all()
 
 
 # ----------------------------------------------------------------------------- the machine's faults

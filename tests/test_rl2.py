@@ -14,7 +14,7 @@ from metarl import config as cfg
 from metarl.agent import TrialSpec
 from metarl.sampling import run_trials
 from metarl.seeding import env_rngs, task_rng
-from metarl.training import build_agent, prepare
+from metarl.setup import build_agent, prepare
 
 
 def _agent(**overrides):
@@ -26,14 +26,14 @@ def test_hidden_state_carries_across_episodes_and_resets_per_trial():
     agent = _agent()
     tokens = np.random.default_rng(0).standard_normal((2, agent.env.token_dim)).astype(np.float32)
     det = np.ones(2, bool)
-    agent.start_trial(2, TrialSpec(2, 0, False, 0))
+    agent.start_trial(2, TrialSpec(2, 0, False, 0, agent.env.episode_length))
     first, _ = agent.act(tokens, det)
     h_after_one = agent._h.clone()
     agent.start_episode(np.arange(2))  # a new episode of the same trial: nothing is reset
     assert torch.equal(agent._h, h_after_one)
     second, _ = agent.act(tokens, det)
     assert not np.allclose(first, second)  # same token, different memory
-    agent.start_trial(2, TrialSpec(2, 0, False, 0))
+    agent.start_trial(2, TrialSpec(2, 0, False, 0, agent.env.episode_length))
     assert torch.count_nonzero(agent._h) == 0
     again, _ = agent.act(tokens, det)
     np.testing.assert_allclose(again, first, rtol=1e-6)
@@ -44,7 +44,7 @@ def test_rollout_and_update_sequences_agree():
     agent = _agent()
     rng = np.random.default_rng(1)
     seq = rng.standard_normal((3, 7, agent.env.token_dim)).astype(np.float32)
-    agent.start_trial(3, TrialSpec(1, 0, False, 0))
+    agent.start_trial(3, TrialSpec(1, 0, False, 0, agent.env.episode_length))
     stepped = [agent.act(seq[:, t], np.ones(3, bool))[0] for t in range(7)]
     with torch.no_grad():
         means, _, _ = agent.net(torch.from_numpy(seq))
@@ -106,7 +106,6 @@ def test_update_reports_the_baselines_explained_variance():
     agent = build_agent(setup)
     bench = setup.benchmark
     batch = run_trials(bench.make_env(4), agent, bench.sample_train_tasks(task_rng(1, 1), 4),
-                       TrialSpec(bench.train_episodes, 0, True, 0), bench.episode_length, env_rngs(1, 1, 4),
-                       bench.obs_dim, bench.act_dim)
+                       TrialSpec(bench.train_episodes, 0, True, 0, bench.episode_length), env_rngs(1, 1, 4))
     metrics = agent.update(batch)
     assert 0.0 < metrics["baseline_explained_variance"] <= 1.0

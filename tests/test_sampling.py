@@ -58,8 +58,8 @@ def test_token_layout_and_episode_resets():
     env = bench.make_env(n)
     agent = ScriptedAgent(_spec(bench), n)
     tasks = bench.sample_train_tasks(np.random.default_rng(0), n)
-    batch = run_trials(env, agent, tasks, TrialSpec(episodes, 0, True, 0), bench.episode_length,
-                       [np.random.default_rng(k) for k in range(n)], bench.obs_dim, bench.act_dim)
+    batch = run_trials(env, agent, tasks, TrialSpec(episodes, 0, True, 0, bench.episode_length),
+                       [np.random.default_rng(k) for k in range(n)])
     T = bench.episode_length
     assert batch.tokens.shape == (n, episodes * T, 2 + 2 + 2)
     assert batch.env_steps == n * episodes * T
@@ -135,8 +135,8 @@ def test_termination_restarts_episode_and_trial_ends_per_slot():
     spec = EnvSpec("toy", 1, 1, 4, env.action_low, env.action_high, T, episodes, episodes)
     agent = ScriptedAgent(spec, n)
     tasks = [Task({}, "t")] * n
-    batch = run_trials(env, agent, tasks, TrialSpec(episodes, 0, True, 0), T,
-                       [np.random.default_rng(k) for k in range(n)], 1, 1)
+    batch = run_trials(env, agent, tasks, TrialSpec(episodes, 0, True, 0, T),
+                       [np.random.default_rng(k) for k in range(n)])
     np.testing.assert_array_equal(batch.lengths, [episodes * T, episodes * 2, episodes * 4])
     np.testing.assert_array_equal(batch.episode_lengths, [[T] * 3, [2] * 3, [4] * 3])
     assert batch.env_steps == 18 + 6 + 12
@@ -171,12 +171,12 @@ def test_eval_trials_deterministic_after_exploration():
 
     agent = Watch(_spec(bench), 2)
     tasks = bench.sample_train_tasks(np.random.default_rng(0), 2)
-    run_trials(env, agent, tasks, TrialSpec(3, 1, False, 5), bench.episode_length,
-               [np.random.default_rng(k) for k in range(2)], 2, 2)
+    run_trials(env, agent, tasks, TrialSpec(3, 1, False, 5, bench.episode_length),
+               [np.random.default_rng(k) for k in range(2)])
     T = bench.episode_length
     assert not np.any(seen[:T]) and np.all(seen[T:])
     seen.clear()
-    run_trials(env, agent, tasks, TrialSpec(2, 0, True, 0), T, [np.random.default_rng(k) for k in range(2)], 2, 2)
+    run_trials(env, agent, tasks, TrialSpec(2, 0, True, 0, T), [np.random.default_rng(k) for k in range(2)])
     assert not np.any(seen)
 
 
@@ -184,8 +184,8 @@ def _falling_batch(fall_at, episodes=2, T=6, label="t"):
     env = FallingEnv(len(fall_at), fall_at=fall_at)
     spec = EnvSpec("toy", 1, 1, 4, env.action_low, env.action_high, T, episodes, episodes)
     tasks = [Task({"k": k}, f"{label}{k}") for k in range(len(fall_at))]
-    return run_trials(env, ScriptedAgent(spec, len(fall_at)), tasks, TrialSpec(episodes, 0, True, 0), T,
-                      [np.random.default_rng(k) for k in range(len(fall_at))], 1, 1)
+    return run_trials(env, ScriptedAgent(spec, len(fall_at)), tasks, TrialSpec(episodes, 0, True, 0, T),
+                      [np.random.default_rng(k) for k in range(len(fall_at))])
 
 
 def test_concat_trials_joins_every_array_in_order():

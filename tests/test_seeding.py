@@ -10,7 +10,7 @@ import torch
 from metarl import config as cfg
 from metarl.registry import BUILTIN_ALGORITHMS
 from metarl.seeding import agent_generator, agent_rng, eval_agent_seed, eval_generator, seed_globals
-from metarl.training import build_agent, prepare
+from metarl.setup import build_agent, prepare
 
 SEEDS = range(1, 11)
 

@@ -3,6 +3,7 @@ a deterministic .npz whose per-episode sums are the final test evaluation's retu
 eval.csv; adaptation_steps.pdf and profiles.pdf say what their lines and bands are and draw
 nothing outside their axes."""
 
+import json
 import sys
 import zipfile
 from pathlib import Path
@@ -137,6 +138,10 @@ def write_steps(root: Path, bench, algo, seed, tasks, episodes, length, rng, ear
         reward[:, -1, -3:] = np.nan
     path = root / "results" / "runs" / bench / algo / "default" / f"seed{seed}" / "steps_test.npz"
     path.parent.mkdir(parents=True, exist_ok=True)
+    # the run's identity and its benchmark's facts, which the figure reads beside the file
+    (path.parent / "config.yaml").write_text(f"algo: {algo}\nenv: {bench}\nseed: {seed}\nvariant: default\n")
+    (path.parent / "metadata.json").write_text(json.dumps(
+        {"benchmark": {"id": bench, "eval_episodes": episodes, "exploration_episodes": 10 if bench.startswith("ML") else 0}}))
     path.write_bytes(npz_bytes({"reward": reward, "benchmark": np.array(bench), "split": np.array("test"),
                                 "iteration": np.array(10), "env_steps": np.array(1000),
                                 "episode_length": np.array(length), "task_labels": np.array(["t"] * tasks)}))

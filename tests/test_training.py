@@ -45,7 +45,13 @@ def test_complete_run_directory(tmp_path):
     assert progress[0] == "iteration,env_steps,train_return,train_return_first,train_return_last"
     assert progress[-1].startswith("10,8000,")
     evals = (run / "eval.csv").read_text().splitlines()
-    assert evals[0] == "iteration,env_steps,split,task,episode,return,success"
+    assert evals[0] == "iteration,env_steps,split,task,episode,return,success,scored,task_label,task_value"
+    # HalfCheetahVel: every episode scored, the task's label and its one parameter (the target velocity)
+    first = evals[1].split(",")
+    assert first[7] == "1" and first[8].startswith("v=") and float(first[9]) == pytest.approx(float(first[8][2:]), abs=1e-4)
+    meta_bench = meta["benchmark"]
+    assert meta_bench["exploration_episodes"] == 0 and meta_bench["eval_episodes"] == 6
+    assert meta_bench["train_range"] == [0.0, 3.0] and "ood" in meta_bench["split_notes"]
     # 4 eval tasks x 6 episodes at iterations 0, 5 and 10
     assert len(evals) == 1 + 3 * 4 * 6
     assert {line.split(",")[0] for line in evals[1:]} == {"0", "5", "10"}
@@ -204,7 +210,7 @@ def ant_reference(tmp_path_factory) -> dict[str, bytes]:
 
 def _trmrl_setup(env: str, **overrides):
     from metarl import config as cfg
-    from metarl.training import prepare
+    from metarl.setup import prepare
 
     return prepare(cfg.resolve("trmrl", env, 1, "smoke", overrides={"device": "cpu", **overrides}))
 
@@ -214,7 +220,8 @@ def test_fill_batch_adds_trials_in_task_order_until_the_batch_is_full():
 
     import numpy as np
 
-    from metarl.training import TrainSampler, build_agent
+    from metarl.setup import build_agent
+    from metarl.training import TrainSampler
 
     setup = _trmrl_setup("AntDir")
     bench = setup.benchmark

@@ -13,7 +13,7 @@ from metarl import config as cfg
 from metarl.agent import TrialSpec
 from metarl.runs import run_dir_for
 from metarl.sampling import run_trials
-from metarl.training import build_agent, prepare
+from metarl.setup import build_agent, prepare
 from trmrl.agent import TrMRLAgent
 
 from conftest import run_cli
@@ -26,7 +26,7 @@ def _agent(env="PointNav", preset="smoke", **overrides):
 
 def test_window_resets_at_episode_start_and_is_fifo():
     _, agent = _agent(window=3)
-    agent.start_trial(2, TrialSpec(2, 0, True, 0))
+    agent.start_trial(2, TrialSpec(2, 0, True, 0, agent.env.episode_length))
     agent.start_episode(np.arange(2))
     D = agent.env.token_dim
     tok = lambda k: np.full((2, D), float(k), np.float32)  # noqa: E731
@@ -48,8 +48,8 @@ def test_windows_in_a_trial_never_cross_episodes():
     bench = setup.benchmark
     env = bench.make_env(2)
     tasks = bench.sample_train_tasks(np.random.default_rng(0), 2)
-    batch = run_trials(env, agent, tasks, TrialSpec(2, 0, True, 0), bench.episode_length,
-                       [np.random.default_rng(k) for k in range(2)], bench.obs_dim, bench.act_dim)
+    batch = run_trials(env, agent, tasks, TrialSpec(2, 0, True, 0, bench.episode_length),
+                       [np.random.default_rng(k) for k in range(2)])
     T, W = bench.episode_length, agent.config.window
     lens = batch.extras["window_len"]
     np.testing.assert_array_equal(lens[:, T], 1)  # second episode starts with a fresh window
@@ -65,8 +65,8 @@ def test_rollout_and_update_paths_give_same_log_probs():
     bench = setup.benchmark
     env = bench.make_env(2)
     tasks = bench.sample_train_tasks(np.random.default_rng(0), 2)
-    batch = run_trials(env, agent, tasks, TrialSpec(1, 0, True, 0), bench.episode_length,
-                       [np.random.default_rng(k) for k in range(2)], bench.obs_dim, bench.act_dim)
+    batch = run_trials(env, agent, tasks, TrialSpec(1, 0, True, 0, bench.episode_length),
+                       [np.random.default_rng(k) for k in range(2)])
     windows = torch.from_numpy(batch.extras["window"].reshape(-1, agent.config.window, agent.env.token_dim))
     lengths = torch.from_numpy(batch.extras["window_len"].reshape(-1))
     actions = torch.from_numpy(np.ascontiguousarray(batch.actions).reshape(-1, agent.env.act_dim))

@@ -15,7 +15,7 @@ from metarl import config as cfg
 from metarl.agent import TrialSpec
 from metarl.sampling import run_trials
 from metarl.seeding import env_rngs, task_rng
-from metarl.training import build_agent, prepare
+from metarl.setup import build_agent, prepare
 
 
 def _agent(seed: int = 1, **overrides):
@@ -28,8 +28,8 @@ def _trials(setup, agent, iteration: int = 1):
     env = bench.make_env(n)
     try:
         tasks = bench.sample_train_tasks(task_rng(1, iteration), n)
-        return run_trials(env, agent, tasks, TrialSpec(bench.train_episodes, 0, True, 0), bench.episode_length,
-                          env_rngs(1, iteration, n), bench.obs_dim, bench.act_dim)
+        return run_trials(env, agent, tasks, TrialSpec(bench.train_episodes, 0, True, 0, bench.episode_length),
+                          env_rngs(1, iteration, n))
     finally:
         env.close()
 
@@ -179,7 +179,7 @@ def test_belief_carries_across_episodes_and_resets_per_trial():
     np.testing.assert_allclose(beliefs, q[:, :-1], rtol=1e-5, atol=1e-6)
     assert not np.allclose(beliefs[:, ep_len], q[:, 0])  # not back to the prior at episode 2
     # a new trial starts from the prior again
-    agent.start_trial(2, TrialSpec(2, 0, False, 0))
+    agent.start_trial(2, TrialSpec(2, 0, False, 0, ep_len))
     assert torch.count_nonzero(agent._h) == 0
     np.testing.assert_allclose(agent.belief().detach().numpy(), q[:, 0], rtol=1e-6)
     # start_episode keeps the hidden state; the first step of an episode encodes nothing

@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
 
 import metrics  # noqa: E402
+import render  # noqa: E402
 import tables  # noqa: E402
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -106,17 +107,18 @@ def test_dry_run_plans_the_paper_grid(workspace):
     assert counts["train"] == counts["resolve_config"] == main + ablations
     splits = config_value("eval_splits")
     assert counts["evaluate"] == sum(len(algos) * n_seeds[b] * len(splits.get(b, [])) for b in benches)
-    for rule in ("export_memory", "aggregate", "collect_ablations", *(f"table_{t}" for t in TABLES),
-                 *(f"figure_{f}" for f in FIGURES)):
+    for rule in ("export_memory", "aggregate", "collect_ablations", "table_claims", "figure_claims"):
         assert counts[rule] == 1, rule
-    assert counts["collect_benchmark"] == 10
+    assert counts["table"] == len(TABLES) - 1 and counts["figure"] == len(FIGURES) - 1  # one job per product
+    assert counts["collect_benchmark"] == 10 and counts["verify_runs"] == 10 + 1  # and the ablations
 
 
 def test_dry_run_of_one_figure_plans_only_what_it_needs(workspace):
     # no --cores: profiles/default supplies it (SPEC §2)
     out = snakemake(["-n", "results/figures/ood.pdf"], cwd=workspace)
     counts = job_counts(out)
-    assert set(counts) == {"resolve_config", "train", "evaluate", "collect_benchmark", "figure_ood"}
+    assert set(counts) == {"resolve_config", "train", "evaluate", "verify_runs", "collect_benchmark", "figure"}
+    assert counts["figure"] == 1
     jobs = planned_jobs(out)
     envs = {wc["env"] for _, wc in jobs if "env" in wc}
     assert envs == {"PointNav", "HalfCheetahVel", "AntDir", "ML1-reach", "ML1-push", "ML1-pick-place", "ML10", "ML45"}
@@ -269,10 +271,11 @@ def test_smoke_adding_a_seed_reruns_only_that_seed_and_the_aggregates(smoke, tmp
     assert per_run and {wc["seed"] for _, wc in per_run} == {"3"}
     assert sum(rule == "train" for rule, _ in per_run) == 2 * len(SMOKE["algorithms"])  # benchmarks x algorithms
     rules = {rule for rule, _ in jobs}
-    assert rules == {"resolve_config", "train", "evaluate", "step_rewards", "collect_benchmark", "aggregate",
-                     "table_main", "table_ood", "table_adaptation", "figure_learning_curves", "figure_adaptation",
-                     "figure_ood", "figure_aggregate", "figure_adaptation_steps", "figure_profiles",
-                     "table_claims", "figure_claims", "all"}
+    assert rules == {"resolve_config", "train", "evaluate", "step_rewards", "verify_runs", "collect_benchmark",
+                     "aggregate", "table", "figure", "table_claims", "figure_claims", "all"}
+    products = {wc.get("table") or wc.get("figure") for rule, wc in jobs if rule in ("table", "figure")}
+    assert products == {"main", "ood", "adaptation", "metaworld_vs_paper", "learning_curves", "ood", "aggregate",
+                        "adaptation_steps", "profiles"}  # not the ablation table and figures, nor latent
 
 
 @pytest.mark.slow  # the real smoke pipeline (~9 min on 2 cores): CI runs it after `make test`
@@ -288,9 +291,10 @@ def test_smoke_corrupt_run_stops_collect_and_verify_gives_the_fix(smoke, tmp_pat
         f.write(",".join(last[:3] + ["20", "0", "-1.5", ""]) + "\n")
         f.write(",".join(last[:3] + ["20", "5", "-1.0", ""]) + "\n")
     out = snakemake(["--cores", "2", "all", "--configfile", "config/smoke.yaml"], cwd=root, check=False)
-    assert "Error in rule collect_benchmark" in out
-    log = (root / "logs" / "collect" / "PointNav.log").read_text().strip().splitlines()
-    assert f"{run}/eval.csv" in log[-1] and "metarl verify" in log[-1]
+    assert "Error in rule verify_runs" in out
+    assert f"corrupt       {run}" in out and f"{run}/eval.csv" in out and "fix:" in out  # what the step prints
+    log = (root / "logs" / "verify" / "PointNav.log").read_text()
+    assert f"corrupt       {run}" in log
     proc = subprocess.run([sys.executable, "-m", "metarl.cli", "verify", "results"], cwd=root,
                           capture_output=True, text=True)
     assert proc.returncode == 4 and f"corrupt       {run}" in proc.stdout
@@ -325,7 +329,7 @@ def episodes_table(values: dict, episodes: int = 3, exploration: int = 0, succes
                         "success": np.nan if success is None else success(algo, seed, iteration, task, ep),
                         "scored": ep >= exploration, "last_episode": ep == episodes - 1,
                         "final": iteration == 10, "has_success": success is not None,
-                        "task_value": np.nan, "task_label": "",
+                        "task_value": np.nan, "task_label": "", "train_low": np.nan, "train_high": np.nan, "split_note": "",
                     })
     return pd.DataFrame(rows)[metrics.EPISODE_COLUMNS]
 
@@ -421,10 +425,10 @@ def test_normalise_maps_the_declared_points_to_zero_and_one():
 
 def test_metaworld_vs_paper_without_metaworld_runs(tmp_path):
     info = {"algorithms": ["random", "trmrl"], "benchmarks": ["PointNav"]}
-    csv, sections, _ = tables.table_metaworld_vs_paper(info, B, [])
+    csv, sections, _ = tables.table_metaworld_vs_paper(info, B, {"scores": pd.DataFrame(columns=metrics.RUN_KEYS + ["split"])})
     assert set(csv["algorithm"]) == {"random", "trmrl", "maml_trpo", "rl2", "pearl"}
     ours = csv[csv["source"].str.startswith("ours")]
     assert (ours["note"] == "not run").all()
     assert csv.loc[(csv["algorithm"] == "pearl") & (csv["benchmark"] == "ML45"), "value"].max() == 22.0
-    md = tables.markdown(sections, "t")
+    md = render.markdown(sections, "t")
     assert "not run" in md and "31.6" in md

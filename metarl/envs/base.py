@@ -97,8 +97,24 @@ class Benchmark:
     # bounds (MuJoCo's ctrlrange, Meta-World's action space), declared so that nothing needs a
     # probe environment to know them (tests/test_envs.py checks them against the environments)
     action_bound: float = 1.0
+    # the interval the training tasks' parameter (eval.csv's task_value) is drawn from, where
+    # the task has one numeric parameter drawn from an interval (figures shade it)
+    train_range: tuple[float, float] | None = None
+    # one phrase per split saying what its tasks are (table notes read them from the data)
+    split_notes: dict[str, str] = field(default_factory=dict)
     # extra facts recorded in metadata.json (e.g. Meta-World's reward-function version)
     facts: dict[str, Any] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        """The benchmark block of metadata.json: what a reader of the run's files needs to know
+        about its benchmark without importing the suite."""
+        return {
+            "id": self.id, "split_seed": self.split_seed, "family": self.family,
+            "episode_length": self.episode_length, "eval_episodes": self.eval_episodes,
+            "exploration_episodes": self.exploration_episodes, "has_success": self.has_success,
+            "train_range": list(self.train_range) if self.train_range is not None else None,
+            "split_notes": dict(self.split_notes), **self.facts,
+        }
 
     @property
     def action_low(self) -> np.ndarray:

@@ -283,6 +283,8 @@ def _benchmark(benchmark_id: str, summary: str) -> Benchmark:
         make_splits=_splits(benchmark_id),
         task_multiple=len(train_names),
         has_success=True,
+        split_notes={split: ("the held-out goals" if kind == "ML1" else "the held-out task classes")
+                     for split in ("test", "ood")},
         facts={
             "metaworld_version": _metaworld_version(),
             "reward_function_version": REWARD_FUNCTION_VERSION,

@@ -252,6 +252,9 @@ HALF_CHEETAH_VEL = Benchmark(
     make_env=_loop_env(HalfCheetahVelEnv),
     sample_train_tasks=lambda rng, n: [velocity_task(v) for v in rng.uniform(0.0, 3.0, size=n)],
     make_splits=_cheetah_vel_splits,
+    train_range=(0.0, 3.0),
+    split_notes={"test": "target velocity from U[0, 3]", "ood": "target velocity from U[3, 4]",
+                 "sweep": "target velocities 0, 0.1, ..., 4"},
 )
 
 HALF_CHEETAH_DIR = Benchmark(
@@ -268,6 +271,7 @@ HALF_CHEETAH_DIR = Benchmark(
     make_env=_loop_env(HalfCheetahDirEnv),
     sample_train_tasks=lambda rng, n: [direction_task(d) for d in rng.choice([-1.0, 1.0], size=n)],
     make_splits=lambda: {"test": [direction_task(-1.0), direction_task(1.0)]},
+    split_notes={"test": "both directions"},
 )
 
 ANT_DIR = Benchmark(
@@ -287,6 +291,7 @@ ANT_DIR = Benchmark(
         "test": [angle_task(-1.0), angle_task(1.0)],
         "ood": _ant_ood(split_rng(ANT_DIR_SPLIT_SEED, "ood"), 20),
     },
+    split_notes={"test": "both training angles", "ood": "other angles"},
 )
 
 HUMANOID_DIR = Benchmark(
@@ -306,4 +311,6 @@ HUMANOID_DIR = Benchmark(
     make_splits=lambda: {
         "test": [angle_task(a) for a in split_rng(HUMANOID_DIR_SPLIT_SEED, "test").uniform(0.0, 2 * np.pi, size=20)]
     },
+    train_range=(0.0, 2 * np.pi),
+    split_notes={"test": "directions from U[0, 2π)"},
 )

@@ -44,7 +44,6 @@ EVAL_RESOURCES = config["resources"]["evaluate"]
 RETRIES = config["resources"]["retries"]
 
 # Meta-World's paper (research/baselines.md §4.1) reports ML10 and ML45 only.
-PAPER_BENCHMARKS = ["ML10", "ML45"]
 
 if "threads" in config["settings"]:
     raise WorkflowError(
@@ -103,7 +102,8 @@ def check_ids():
         if name not in known:
             raise WorkflowError(
                 f"config: unknown {kind} {name!r} (known: {', '.join(sorted(known))}); a new "
-                "algorithm is registered in metarl/registry.py (README: Adding an algorithm)"
+                "algorithm is registered in metarl/registry.py or by an entry point of the group "
+                "metarl.algorithms (README: Adding an algorithm)"
             )
 
 
@@ -246,12 +246,21 @@ def all_eval_splits():
     return splits
 
 
+TABLES = ["main", "ood", "ablations", "adaptation", "metaworld_vs_paper", "claims"]
+FIGURES = ["learning_curves", "adaptation", "ood", "ablations", "aggregate", "latent", "adaptation_steps",
+           "profiles", "claims"]
+
+
 WILDCARDS = {
     "env": alternatives(BENCHMARKS + ([ABLATIONS["benchmark"]] if ABLATION_TABLE else [])),
     "algo": alternatives(ALGORITHMS + ([ABLATIONS["algorithm"]] if ABLATION_TABLE else [])),
     "variant": alternatives(["default", *VARIANTS]),
     "seed": r"\d+",
     "split": alternatives(all_eval_splits()),
+    "group": alternatives(BENCHMARKS + ["ablations"]),
+    # the claims table and figure have their own rules (claims.smk)
+    "table": alternatives([t for t in TABLES if t != "claims"]),
+    "figure": alternatives([f for f in FIGURES if f != "claims"]),
 }
 
 
@@ -309,6 +318,22 @@ def ablation_eval_files(wildcards):
     return [run_file(run, "eval.csv") for run in ablation_runs()]
 
 
+def _verified_runs(group):
+    return ablation_runs() if group == "ablations" else main_runs([group])
+
+
+def verified_files(wildcards):
+    """What `metarl verify` reads of the runs of one summary: their logs, models and evaluations."""
+    runs = _verified_runs(wildcards.group)
+    splits = [] if wildcards.group == "ablations" else eval_splits_of(wildcards.group)
+    names = ["model.pt", "eval.csv"] + [f"eval_{s}.csv" for s in splits]
+    return [run_file(run, name) for run in runs for name in names]
+
+
+def verified_run_dirs(wildcards):
+    return " ".join(run_file(run, "")[:-1] for run in _verified_runs(wildcards.group))
+
+
 def expected_settings(runs):
     """run directory -> the settings its config.yaml must hold."""
     return {run_file(run, "")[:-1]: _resolved(*run) for run in runs}
@@ -339,10 +364,6 @@ def step_files(benchmarks=None, split="test"):
     """Every main-grid run's per-step rewards on `split` (steps_{split}.npz, rule step_rewards),
     optionally for some benchmarks."""
     return [run_file(run, f"steps_{split}.npz") for run in main_runs(benchmarks)]
-
-
-def paper_summaries(wildcards):
-    return benchmark_summaries([b for b in PAPER_BENCHMARKS if b in BENCHMARKS])
 
 
 NORMALISATION_FILE = "config/normalisation.yaml"
@@ -410,9 +431,37 @@ def plot_params():
     }
 
 
-TABLES = ["main", "ood", "ablations", "adaptation", "metaworld_vs_paper", "claims"]
-FIGURES = ["learning_curves", "adaptation", "ood", "ablations", "aggregate", "latent", "adaptation_steps",
-           "profiles", "claims"]
+
+
+SCORES = "results/summary/scores.parquet"
+FAMILY = "results/summary/aggregate.csv"
+ABLATION_SUMMARY = "results/summary/ablations.parquet"
+
+
+def table_inputs(wildcards):
+    """The named inputs of each table: `scores` and `family` are the aggregate step's outputs;
+    `episodes` per-episode summaries, for the tables that need every episode."""
+    return {
+        "main": {"scores": SCORES, "family": FAMILY},
+        "ood": {"scores": SCORES},
+        "ablations": {"episodes": [ABLATION_SUMMARY]},
+        "adaptation": {"episodes": benchmark_summaries()},
+        "metaworld_vs_paper": {"scores": SCORES},
+    }[wildcards.table]
+
+
+def figure_inputs(wildcards):
+    """The inputs of each figure."""
+    return {
+        "learning_curves": benchmark_summaries(),
+        "adaptation": benchmark_summaries(),
+        "ood": benchmark_summaries(ood_benchmarks()),
+        "ablations": [ABLATION_SUMMARY],
+        "aggregate": [SCORES, FAMILY],
+        "latent": latent_files(wildcards),
+        "adaptation_steps": step_files(),
+        "profiles": [SCORES],
+    }[wildcards.figure]
 
 
 def final_targets():

@@ -6,7 +6,8 @@
   the benchmark declares no reference);
 - `aggregate.csv`: per family of benchmarks (returns / Meta-World success), rliable's IQM, mean,
   median and optimality gap with stratified-bootstrap CIs, and the probability that the
-  reference algorithm improves on each other one; `not_normalised` names the benchmarks left
+  reference algorithm improves on each other one, with the benchmarks and seeds it is over;
+  `not_normalised` names the benchmarks left
   out of the returns family because they have no fixed reference return.
 """
 
@@ -42,6 +43,7 @@ def family_table(scores: pd.DataFrame, info: dict, bootstrap: metrics.Bootstrap)
         agg = metrics.aggregate_intervals(matrices, bootstrap)
         agg.insert(0, "family", metrics.FAMILIES[family])
         agg["benchmark_ids"] = " ".join(benches)
+        agg["seeds"] = " ".join(map(str, seeds))
         rows.append(agg)
         poi = metrics.improvement_probabilities(matrices, info["reference"], bootstrap)
         for _, r in poi.iterrows():
@@ -50,9 +52,10 @@ def family_table(scores: pd.DataFrame, info: dict, bootstrap: metrics.Bootstrap)
                 "metric": f"P({r['reference']} > {r['algorithm']})", "value": r["probability"],
                 "ci_low": r["ci_low"], "ci_high": r["ci_high"], "runs": len(seeds),
                 "benchmarks": len(benches), "benchmark_ids": " ".join(benches),
+                "seeds": " ".join(map(str, seeds)),
             }]))
     columns = ["family", "algorithm", "metric", "value", "ci_low", "ci_high", "runs", "benchmarks", "benchmark_ids",
-               "not_normalised"]
+               "seeds", "not_normalised"]
     if not rows:
         return pd.DataFrame(columns=columns)
     out = pd.concat(rows, ignore_index=True)

@@ -34,6 +34,7 @@ not run if no part could be run, inconclusive otherwise.
 import math
 import re
 import sys
+import textwrap
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ import pandas as pd
 import yaml
 
 import metrics
+import render
 
 # ----------------------------------------------------------------------------- vocabulary
 
@@ -261,6 +263,20 @@ def _number(spec, key, where, default=None, low=None, high=None, positive=False)
 
 
 def _comparisons(spec: dict, known: Known, where: str) -> list[dict]:
+    """One part, checked and expanded: each of its benchmarks against each (A, B) pair of its
+    sides. The checks run in the order of these calls (benchmarks, what is measured, the sides,
+    then per comparison), so a spec with several problems reports the first of them."""
+    benches = _benchmarks(spec, known, where)
+    measure = _measure(spec, benches, known, where)
+    if "variants" in spec:
+        sides = _variant_sides(spec, known, where)
+    else:
+        sides = _algorithm_sides(spec, known, measure["metric"], where)
+    return [_comparison(spec, measure, b, a, other, where) for b in benches for a, other in sides]
+
+
+def _benchmarks(spec: dict, known: Known, where: str) -> list:
+    """The part's `benchmark`: one ID or a list of them, each one the suite knows."""
     benches = spec.get("benchmark")
     benches = [benches] if isinstance(benches, str) else benches
     if not benches or not isinstance(benches, list):
@@ -268,6 +284,13 @@ def _comparisons(spec: dict, known: Known, where: str) -> list[dict]:
     for b in benches:
         if b not in known.benchmarks:
             raise ClaimError(f"{where}: unknown benchmark {b!r} (known: {', '.join(known.benchmarks)})")
+    return benches
+
+
+def _measure(spec: dict, benches: list, known: Known, where: str) -> dict:
+    """What a part measures and how it is decided (metric, split, relation, margin, threshold,
+    relative, episode, fraction), defaults filled in, and checked against each of its benchmarks:
+    the split exists there, and a success metric needs a benchmark with a success signal."""
     metric = spec.get("metric")
     if metric not in METRICS:
         raise ClaimError(f"{where}: unknown metric {metric!r} (known: {', '.join(METRICS)})")
@@ -301,77 +324,94 @@ def _comparisons(spec: dict, known: Known, where: str) -> list[dict]:
             raise ClaimError(f"{where}: {b} has no split {split!r} (it has: {', '.join(splits)})")
         if metric in SUCCESS_METRICS and not has_success:
             raise ClaimError(f"{where}: metric {metric} on {b}, which has no success signal")
+    return {"metric": metric, "split": split, "relation": relation, "margin": margin, "threshold": threshold,
+            "relative": relative, "episode": episode, "fraction": fraction}
 
-    # the sides
-    if "variants" in spec:
-        algo = spec.get("algorithm")
-        if algo not in known.algorithms:
-            raise ClaimError(f"{where}: unknown algorithm {algo!r} (known: {', '.join(sorted(known.algorithms))})")
-        variants = spec["variants"]
-        if not isinstance(variants, list) or len(variants) < 2 or len(set(variants)) != len(variants):
-            raise ClaimError(f"{where}: `variants` must list at least two different variant names")
-        names = known.settings(algo) if known.settings else None
-        for v in variants:
-            m = VARIANT.match(str(v))
-            if v != "default" and not m:
-                raise ClaimError(f"{where}: variant {v!r} is not `default` or `<setting>-<value>` (e.g. tfixup-off)")
-            if m and names is not None and m.group(1) not in names:
-                raise ClaimError(f"{where}: variant {v!r}: {algo} has no setting {m.group(1)!r} "
-                                 f"(`metarl settings --algo {algo}`)")
-        if "against" in spec:
-            raise ClaimError(f"{where}: `against` compares algorithms, not variants")
-        sides = [({"algorithm": algo, "variant": variants[0]}, {"kind": "run", "algorithm": algo, "variant": v})
-                 for v in variants[1:]]
-    else:
-        algos = spec.get("algorithms")
-        if not isinstance(algos, list) or not algos or len(set(algos)) != len(algos):
-            raise ClaimError(f"{where}: `algorithms` must list different algorithm IDs "
-                             "(or give `algorithm` and `variants`)")
-        for a in algos:
-            if a not in known.algorithms:
-                raise ClaimError(f"{where}: unknown algorithm {a!r} (known: {', '.join(sorted(known.algorithms))})")
-        against = spec.get("against")
-        if against is None:
-            if len(algos) < 2:
-                raise ClaimError(f"{where}: compare at least two algorithms, or give `against`")
-            claimed = {"algorithm": algos[0], "variant": "default"}
-            sides = [(claimed, {"kind": "run", "algorithm": a, "variant": "default"}) for a in algos[1:]]
+
+def _variant_sides(spec: dict, known: Known, where: str) -> list[tuple[dict, dict]]:
+    """(A, B) pairs of an ablation: the first variant of `algorithm` against each other one.
+    Variant names are checked against the algorithm's settings where those are known."""
+    algo = spec.get("algorithm")
+    if algo not in known.algorithms:
+        raise ClaimError(f"{where}: unknown algorithm {algo!r} (known: {', '.join(sorted(known.algorithms))})")
+    variants = spec["variants"]
+    if not isinstance(variants, list) or len(variants) < 2 or len(set(variants)) != len(variants):
+        raise ClaimError(f"{where}: `variants` must list at least two different variant names")
+    names = known.settings(algo) if known.settings else None
+    for v in variants:
+        m = VARIANT.match(str(v))
+        if v != "default" and not m:
+            raise ClaimError(f"{where}: variant {v!r} is not `default` or `<setting>-<value>` (e.g. tfixup-off)")
+        if m and names is not None and m.group(1) not in names:
+            raise ClaimError(f"{where}: variant {v!r}: {algo} has no setting {m.group(1)!r} "
+                             f"(`metarl settings --algo {algo}`)")
+    if "against" in spec:
+        raise ClaimError(f"{where}: `against` compares algorithms, not variants")
+    return [({"algorithm": algo, "variant": variants[0]}, {"kind": "run", "algorithm": algo, "variant": v})
+            for v in variants[1:]]
+
+
+def _algorithm_sides(spec: dict, known: Known, metric: str, where: str) -> list[tuple[dict, dict]]:
+    """(A, B) pairs of a comparison of algorithms (default variants): the first against each
+    other one, or, with `against`, each algorithm against what that names (`_against_sides`)."""
+    algos = spec.get("algorithms")
+    if not isinstance(algos, list) or not algos or len(set(algos)) != len(algos):
+        raise ClaimError(f"{where}: `algorithms` must list different algorithm IDs "
+                         "(or give `algorithm` and `variants`)")
+    for a in algos:
+        if a not in known.algorithms:
+            raise ClaimError(f"{where}: unknown algorithm {a!r} (known: {', '.join(sorted(known.algorithms))})")
+    against = spec.get("against")
+    if against is None:
+        if len(algos) < 2:
+            raise ClaimError(f"{where}: compare at least two algorithms, or give `against`")
+        claimed = {"algorithm": algos[0], "variant": "default"}
+        return [(claimed, {"kind": "run", "algorithm": a, "variant": "default"}) for a in algos[1:]]
+    return _against_sides(against, algos, metric, where)
+
+
+def _against_sides(against, algos: list, metric: str, where: str) -> list[tuple[dict, dict]]:
+    """(A, B) pairs of each algorithm against `against`: {value: X} a fixed number, {metric: M}
+    the same runs' other score metric, {paper: NAME} a published number (B stays a reference to
+    the paper here; `_comparison` looks its number up per benchmark)."""
+    if not isinstance(against, dict) or len(against) != 1 or next(iter(against)) not in AGAINST_KINDS:
+        raise ClaimError(f"{where}: `against` must be one of {{value: X}}, {{metric: M}}, {{paper: NAME}}")
+    kind, target = next(iter(against.items()))
+    sides = []
+    for a in algos:
+        one = {"algorithm": a, "variant": "default"}
+        if kind == "value":
+            value = _number(against, "value", where)
+            sides.append((one, {"kind": "value", "value": value, "source": "fixed"}))
+        elif kind == "metric":
+            if target not in SCORE_METRICS or target == metric or metric not in SCORE_METRICS:
+                raise ClaimError(f"{where}: against.metric pairs two of {', '.join(SCORE_METRICS)} "
+                                 f"of the same runs (got {metric} against {target!r})")
+            sides.append((one, {"kind": "metric", "algorithm": a, "variant": "default", "metric": target}))
         else:
-            if not isinstance(against, dict) or len(against) != 1 or next(iter(against)) not in AGAINST_KINDS:
-                raise ClaimError(f"{where}: `against` must be one of {{value: X}}, {{metric: M}}, {{paper: NAME}}")
-            kind, target = next(iter(against.items()))
-            sides = []
-            for a in algos:
-                one = {"algorithm": a, "variant": "default"}
-                if kind == "value":
-                    value = _number(against, "value", where)
-                    sides.append((one, {"kind": "value", "value": value, "source": "fixed"}))
-                elif kind == "metric":
-                    if target not in SCORE_METRICS or target == metric or metric not in SCORE_METRICS:
-                        raise ClaimError(f"{where}: against.metric pairs two of {', '.join(SCORE_METRICS)} "
-                                         f"of the same runs (got {metric} against {target!r})")
-                    sides.append((one, {"kind": "metric", "algorithm": a, "variant": "default", "metric": target}))
-                else:
-                    if target not in PAPERS:
-                        raise ClaimError(f"{where}: unknown paper {target!r} (known: {', '.join(PAPERS)})")
-                    sides.append((one, {"kind": "paper", "paper": target, "algorithm": a}))
-    out = []
-    for b in benches:
-        for a, other in sides:
-            other = dict(other)
-            if other["kind"] == "paper":
-                value = paper_value(other["paper"], other["algorithm"], b)
-                if value is None:
-                    raise ClaimError(f"{where}: {PAPERS[other['paper']].split(',')[0]} has no number for "
-                                     f"{other['algorithm']} on {b}")
-                other = {"kind": "value", "value": value, "source": other["paper"]}
-            label = spec.get("label")
-            if label is not None and not isinstance(label, str):
-                raise ClaimError(f"{where}: `label` must be a text")
-            out.append({"label": label or "", "benchmark": b, "split": split, "metric": metric, "episode": episode,
-                        "fraction": fraction, "a": a, "b": other, "relation": relation, "margin": margin,
-                        "threshold": threshold, "relative": relative})
-    return out
+            if target not in PAPERS:
+                raise ClaimError(f"{where}: unknown paper {target!r} (known: {', '.join(PAPERS)})")
+            sides.append((one, {"kind": "paper", "paper": target, "algorithm": a}))
+    return sides
+
+
+def _comparison(spec: dict, measure: dict, bench: str, a: dict, other: dict, where: str) -> dict:
+    """One comparison (A against B on one benchmark), as plain data. A paper's number depends on
+    the benchmark, so B = {paper: NAME} becomes the fixed value it holds here."""
+    other = dict(other)
+    if other["kind"] == "paper":
+        value = paper_value(other["paper"], other["algorithm"], bench)
+        if value is None:
+            raise ClaimError(f"{where}: {PAPERS[other['paper']].split(',')[0]} has no number for "
+                             f"{other['algorithm']} on {bench}")
+        other = {"kind": "value", "value": value, "source": other["paper"]}
+    label = spec.get("label")
+    if label is not None and not isinstance(label, str):
+        raise ClaimError(f"{where}: `label` must be a text")
+    return {"label": label or "", "benchmark": bench, "split": measure["split"], "metric": measure["metric"],
+            "episode": measure["episode"], "fraction": measure["fraction"], "a": a, "b": other,
+            "relation": measure["relation"], "margin": measure["margin"], "threshold": measure["threshold"],
+            "relative": measure["relative"]}
 
 
 # ----------------------------------------------------------------------------- decisions
@@ -538,20 +578,18 @@ def steps_to_best(reward: np.ndarray, episode: int = 0, fraction: float = 0.9) -
         return float(np.flatnonzero(curve >= target)[0])
 
 
-STEP_FILE = re.compile(r"results/runs/(?P<benchmark>[^/]+)/(?P<algorithm>[^/]+)/(?P<variant>[^/]+)/"
-                       r"seed(?P<seed>\d+)/steps_test\.npz$")
-
-
 def load_steps(paths) -> dict:
     """(benchmark, algorithm, variant, seed) -> {"reward": ..., "env_steps": ...} of each
-    steps_test.npz (the run is read from its path)."""
+    steps_test.npz (the run is read from the config.yaml beside it)."""
+    import runinfo
+
     out = {}
     for p in paths:
-        m = STEP_FILE.search(Path(p).as_posix())
-        if not m:
+        if Path(p).name != "steps_test.npz":
             continue
+        run = runinfo.run_of_file(p)
         with np.load(p, allow_pickle=False) as data:
-            out[(m["benchmark"], m["algorithm"], m["variant"], int(m["seed"]))] = {
+            out[(run["benchmark"], run["algorithm"], run["variant"], run["seed"])] = {
                 "reward": np.asarray(data["reward"]),
                 "env_steps": int(data["env_steps"]) if "env_steps" in data else np.nan}
     return out
@@ -866,8 +904,6 @@ METRICS_SHORT = {"adapted_return": "adapted return", "first_return": "first-epis
 
 
 def table(rows: pd.DataFrame, grid: Mapping, bootstrap: metrics.Bootstrap, power: Power):
-    import tables
-
     preset = grid.get("preset", "")
     header = ["Claim", "Comparison (A vs B)", "Seeds A / B", "A − B: IQM [95% CI]", "P(A > B) [95% CI]", "Verdict",
               f"Seeds for {100 * power.target:.0f}%", "Budget", "Notes"]
@@ -912,7 +948,7 @@ def table(rows: pd.DataFrame, grid: Mapping, bootstrap: metrics.Bootstrap, power
                 if len(shares) else "")
         note += (f" These runs use the {preset} preset{span}: the claims were made at the references' budgets, so "
                  "a verdict here says what these short runs show, not whether the paper is right.")
-    section = tables.Section("Claims", header, body, note, best)
+    section = render.Section("Claims", header, body, note, best)
     return section, "Published claims against the runs in the grid"
 
 
@@ -921,15 +957,13 @@ EXTRA_TEX = {"≤": r"$\leq$", "≈": r"$\approx$", "·": r"$\cdot$", "×": r"$\
 
 
 def write(rows: pd.DataFrame, section, title: str, output) -> None:
-    import tables
-
     for path in (output.csv, output.md, output.tex):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     rows.to_csv(output.csv, index=False)
-    Path(output.md).write_text(tables.markdown([section], title))
-    lines = tables.latex([section], title).split("\n")
+    Path(output.md).write_text(render.markdown([section], title))
+    lines = render.latex([section], title).split("\n")
     for i, line in enumerate(lines):
-        if not line.startswith("%"):  # cells: the characters tables.tex_escape leaves as they are
+        if not line.startswith("%"):  # cells: the characters render.tex_escape leaves as they are
             for ch, rep in EXTRA_TEX.items():
                 line = line.replace(ch, rep)
             lines[i] = line
@@ -946,8 +980,6 @@ def figure(rows: pd.DataFrame, info: Mapping, out: str):
     dot, coloured by verdict, with the zero line and the part's decision bounds (dashed); each
     part on its own x scale (the parts' units differ). A header row per claim carries its
     verdict; parts that did not run are one line of text saying what to add."""
-    import textwrap
-
     import plots
     import style
 
@@ -961,67 +993,103 @@ def figure(rows: pd.DataFrame, info: Mapping, out: str):
     width, total = 2.4, sum(heights[k] for k in kinds)
     fig = plt.figure(figsize=(width, total))
     top = total
+    draw = {"claim": _draw_claim_row, "text": _draw_text_row, "ran": _draw_bar_row}
     for kind, (_, r) in zip(kinds, rows.iterrows()):
         h = heights[kind]
         top -= h
         bar = 0.13 if kind == "ran" else h
         ax = fig.add_axes([0, (top + h - bar) / total, 1, bar / total])
-        verdict = r["verdict"]
-        colour = VERDICT_COLOURS.get(verdict, "#333333")
-        if kind == "claim":
-            ax.axis("off")
-            text = f"{r['claim']}: " + textwrap.shorten(str(r["label"]), 100, placeholder="…")
-            ax.text(-0.03, 0.35, text, transform=ax.transAxes, ha="right", va="center", fontsize=6, fontweight="bold")
-            ax.text(1.03, 0.35, f"{verdict}; seeds for 80%: {r['seeds_needed']}", transform=ax.transAxes,
-                    ha="left", va="center", fontsize=6, fontweight="bold", color=colour)
-            continue
-        label = textwrap.shorten(comparison_text(r), 80, placeholder="…")
-        ax.text(-0.03, 0.5, label, transform=ax.transAxes, ha="right", va="center", fontsize=5.5)
-        if kind == "text":
-            ax.axis("off")
-            why = str(r["notes"]) if isinstance(r["notes"], str) else ""
-            why = f"not run: {why}" if verdict == "not run" else why or "no estimate"
-            ax.text(0.0, 0.5, textwrap.shorten(why, 75, placeholder="…"), transform=ax.transAxes, ha="left",
-                    va="center", fontsize=5, color="0.4")
-            continue
-        ax.grid(False)
-        ax.set_yticks([])
-        for side in ("top", "right", "left"):
-            ax.spines[side].set_visible(False)
-        ax.spines["bottom"].set_linewidth(0.5)
-        ax.tick_params(axis="x", labelsize=5, pad=1, length=2, width=0.5)
-        ax.xaxis.set_major_locator(plt.MaxNLocator(4))
-        scale = 100.0 if r["metric"] in SUCCESS_METRICS else 1.0
-        bounds = []
-        if r["relation"] == "within" and r["threshold"] == r["threshold"]:
-            bounds = [-r["threshold"], r["threshold"]]
-        elif r["relation"] in ("greater_equal", "less_equal") and r["margin"]:
-            bounds = [-r["margin"] if r["relation"] == "greater_equal" else r["margin"]]
-        est, low, high = r["estimate"] * scale, r["ci_low"] * scale, r["ci_high"] * scale
-        ends = [low, high] if low == low else [est]
-        span = [0.0, est, *ends, *(b * scale for b in bounds)]
-        left, right = min(span), max(span)
-        pad = 0.06 * (right - left) if right > left else 1.0
-        ax.set_xlim(left - pad, right + pad)
-        ax.set_ylim(-0.6, 0.6)
-        if low == low:
-            ax.barh(0, high - low, left=low, height=0.8, color=colour, alpha=0.85)
-        ax.plot(est, 0, "o", ms=3, mfc=colour, mec="black", mew=0.6, zorder=3, clip_on=False)
-        ax.axvline(0, color="black", lw=0.8)
-        for bnd in bounds:
-            ax.axvline(bnd * scale, color="0.3", lw=0.6, ls="--")
-        n_text = f"n = {int(r['n_a'])} / {int(r['n_b'])}" if r["n_b"] else f"n = {int(r['n_a'])}"
-        ax.text(1.03, 0.5, f"{verdict}; {n_text}; 80%: {r['seeds_needed']}", transform=ax.transAxes, ha="left",
-                va="center", fontsize=5, color=colour)
+        draw[kind](ax, r, VERDICT_COLOURS.get(r["verdict"], "#333333"))
     handles = [plt.Rectangle((0, 0), 1, 1, color=c, alpha=0.85) for c in VERDICT_COLOURS.values()]
     fig.legend(handles, list(VERDICT_COLOURS), loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=4, fontsize=6,
                frameon=False, handlelength=1.2)
+    caption = _figure_caption(rows, info, bootstrap)
+    fig.text(-1.15, -0.25 / total, "\n".join(textwrap.wrap(caption, 175)), fontsize=5.5, ha="left", va="top")
+    style.save(fig, out)
+    return fig
+
+
+def _draw_claim_row(ax, r, colour: str) -> None:
+    """A claim's header row: its id and statement (left), its verdict and the seeds it needs (right)."""
+    ax.axis("off")
+    text = f"{r['claim']}: " + textwrap.shorten(str(r["label"]), 100, placeholder="…")
+    ax.text(-0.03, 0.35, text, transform=ax.transAxes, ha="right", va="center", fontsize=6, fontweight="bold")
+    ax.text(1.03, 0.35, f"{r['verdict']}; seeds for 80%: {r['seeds_needed']}", transform=ax.transAxes,
+            ha="left", va="center", fontsize=6, fontweight="bold", color=colour)
+
+
+def _draw_part_label(ax, r) -> None:
+    """The comparison a part row shows (A rel B), left of the row, for bar and text rows alike."""
+    label = textwrap.shorten(comparison_text(r), 80, placeholder="…")
+    ax.text(-0.03, 0.5, label, transform=ax.transAxes, ha="right", va="center", fontsize=5.5)
+
+
+def _draw_text_row(ax, r, colour: str) -> None:
+    """A part without an estimate: one line of text instead of a bar, saying why (for a part that
+    did not run, the config change that would add its runs)."""
+    _draw_part_label(ax, r)
+    ax.axis("off")
+    why = str(r["notes"]) if isinstance(r["notes"], str) else ""
+    why = f"not run: {why}" if r["verdict"] == "not run" else why or "no estimate"
+    ax.text(0.0, 0.5, textwrap.shorten(why, 75, placeholder="…"), transform=ax.transAxes, ha="left",
+            va="center", fontsize=5, color="0.4")
+
+
+def _decision_bounds(r) -> list:
+    """The part's decision bounds other than 0, in the metric's units: ±threshold for `within`,
+    the margin for ≥ / ≤ with a margin; none otherwise."""
+    if r["relation"] == "within" and r["threshold"] == r["threshold"]:
+        return [-r["threshold"], r["threshold"]]
+    if r["relation"] in ("greater_equal", "less_equal") and r["margin"]:
+        return [-r["margin"] if r["relation"] == "greater_equal" else r["margin"]]
+    return []
+
+
+def _draw_bar_row(ax, r, colour: str) -> None:
+    """A part with an estimate: the CI of A − B as a bar and the estimate as a dot on the part's
+    own x scale (success rates in points), the zero line and the decision bounds (dashed), and
+    its verdict, seeds and seeds needed on the right."""
+    from style import plt
+
+    _draw_part_label(ax, r)
+    ax.grid(False)
+    ax.set_yticks([])
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
+    ax.spines["bottom"].set_linewidth(0.5)
+    ax.tick_params(axis="x", labelsize=5, pad=1, length=2, width=0.5)
+    ax.xaxis.set_major_locator(plt.MaxNLocator(4))
+    scale = 100.0 if r["metric"] in SUCCESS_METRICS else 1.0
+    bounds = _decision_bounds(r)
+    est, low, high = r["estimate"] * scale, r["ci_low"] * scale, r["ci_high"] * scale
+    ends = [low, high] if low == low else [est]
+    span = [0.0, est, *ends, *(b * scale for b in bounds)]
+    left, right = min(span), max(span)
+    pad = 0.06 * (right - left) if right > left else 1.0
+    ax.set_xlim(left - pad, right + pad)
+    ax.set_ylim(-0.6, 0.6)
+    if low == low:
+        ax.barh(0, high - low, left=low, height=0.8, color=colour, alpha=0.85)
+    ax.plot(est, 0, "o", ms=3, mfc=colour, mec="black", mew=0.6, zorder=3, clip_on=False)
+    ax.axvline(0, color="black", lw=0.8)
+    for bnd in bounds:
+        ax.axvline(bnd * scale, color="0.3", lw=0.6, ls="--")
+    n_text = f"n = {int(r['n_a'])} / {int(r['n_b'])}" if r["n_b"] else f"n = {int(r['n_a'])}"
+    ax.text(1.03, 0.5, f"{r['verdict']}; {n_text}; 80%: {r['seeds_needed']}", transform=ax.transAxes, ha="left",
+            va="center", fontsize=5, color=colour)
+
+
+def _figure_caption(rows: pd.DataFrame, info: Mapping, bootstrap) -> str:
+    """The figure's caption, unwrapped: how to read a row, and the seeds, preset and budgets of
+    the runs shown (taken from the rows, so it says what was actually compared)."""
+    import plots
+
     preset = info.get("preset", "")
     steps = rows["env_steps_max"].dropna()
     budget = f"{steps_text(rows['env_steps_min'].min(), steps.max())} training env steps" if len(steps) else "no runs"
     ns = sorted({int(v) for v in pd.concat([rows["n_a"], rows["n_b"]]).dropna() if v > 0})
     seeds = f"{'/'.join(map(str, ns))} seeds" if ns else "no seeds"
-    text = (
+    return (
         f"Each row: the {plots.level_text(bootstrap.confidence)} stratified-bootstrap CI (rliable, {bootstrap.reps} "
         "replications) of the IQM difference A − B over seeds (claimed-better side minus the other; per-seed "
         f"differences where B is the same runs' other metric or a fixed number), N = {seeds} per side (n per row), "
@@ -1031,9 +1099,6 @@ def figure(rows: pd.DataFrame, info: Mapping, out: str):
         "percentage points). Right: verdict, seeds per side, seeds per side for 80% of simulated experiments to "
         f"decide. Preset {preset}, {budget}"
         + (" (a small fraction of the references' budgets)" if preset and preset != "paper" else "") + ".")
-    fig.text(-1.15, -0.25 / total, "\n".join(textwrap.wrap(text, 175)), fontsize=5.5, ha="left", va="top")
-    style.save(fig, out)
-    return fig
 
 
 # ----------------------------------------------------------------------------- main

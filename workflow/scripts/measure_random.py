@@ -7,7 +7,7 @@
 
 `random:` (the 0 of the normalised score) is the uniform-random agent's expected score: the
 agent `random` of metarl.registry, run through the suite's own evaluator
-(`metarl.evaluation.Evaluator`, as `metarl.training.evaluate_run` runs a finished model) on every
+(`metarl.evaluation.Evaluator`, as `metarl.saved_runs.evaluate_run` runs a finished model) on every
 task of the split, one trial of the benchmark's `eval_episodes` episodes, at iteration 0; its
 score is the adapted return (the last episode's return, averaged over the split's tasks; SPEC
 §5). The declared value is the mean of that score over the seeds (default 1-10), rounded to
@@ -45,7 +45,7 @@ def random_score(benchmark: str, split: str, seed: int, iteration: int = 0) -> f
     """Adapted return of the random agent with `seed` on every task of `split`."""
     from metarl.config import resolve
     from metarl.evaluation import Evaluator
-    from metarl.training import build_agent, prepare
+    from metarl.setup import build_agent, prepare
 
     setup = prepare(resolve("random", benchmark, seed, "paper", overrides={"threads": 1, "device": "cpu"}))
     agent = build_agent(setup)

@@ -50,6 +50,7 @@ RUN_KEYS = ["benchmark", "algorithm", "variant", "seed"]
 EPISODE_COLUMNS = RUN_KEYS + [
     "split", "iteration", "env_steps", "task", "episode", "return", "success",
     "scored", "last_episode", "final", "has_success", "task_value", "task_label",
+    "train_low", "train_high", "split_note",
 ]
 
 
@@ -93,9 +94,13 @@ def run_scores(episodes: pd.DataFrame) -> pd.DataFrame:
             per_eval = group[group["scored"]].groupby("iteration")["success"].mean()
             row["max_success_rate"] = per_eval.max()
         row["score"] = row["success_rate"] if row["has_success"] else row["adapted_return"]
+        # what the benchmark's runs say about the split, for the notes of tables and figures
+        row["exploration_episodes"] = int(final.loc[~final["scored"].astype(bool), "episode"].nunique())
+        row["split_note"] = str(group["split_note"].iloc[0]) if "split_note" in group else ""
         rows.append(row)
     columns = RUN_KEYS + ["split", "iteration", "env_steps", "has_success", "first_return",
-                          "adapted_return", "success_rate", "max_success_rate", "score"]
+                          "adapted_return", "success_rate", "max_success_rate", "score",
+                          "exploration_episodes", "split_note"]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -25,11 +25,13 @@ import math
 import sys
 import textwrap
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 import metrics
+import runinfo
 import style
 
 plt = style.plt
@@ -315,11 +317,15 @@ def ood(info, inputs, out):
     if has_sweep:
         ax = fig.add_subplot(gs[0, :])
         bench = sweep["benchmark"].iloc[0]
-        ax.axvspan(0.0, 3.0, color="0.92", lw=0, zorder=0)
-        ax.text(1.5, 0.97, "training range  v* ∈ [0, 3]", transform=ax.get_xaxis_transform(), ha="center",
-                va="top", fontsize=7, color="0.35")
-        ax.text(3.5, 0.97, "out of distribution", transform=ax.get_xaxis_transform(), ha="center", va="top",
-                fontsize=7, color="0.35")
+        low, high = float(sweep["train_low"].iloc[0]), float(sweep["train_high"].iloc[0])  # the runs' metadata
+        x_min, x_max = float(sweep["task_value"].min()), float(sweep["task_value"].max())
+        if np.isfinite(low) and np.isfinite(high):
+            ax.axvspan(low, high, color="0.92", lw=0, zorder=0)
+            ax.text((low + high) / 2, 0.97, f"training range  v* ∈ [{low:g}, {high:g}]", transform=ax.get_xaxis_transform(),
+                    ha="center", va="top", fontsize=7, color="0.35")
+            if x_max > high:
+                ax.text((high + x_max) / 2, 0.97, "out of distribution", transform=ax.get_xaxis_transform(),
+                        ha="center", va="top", fontsize=7, color="0.35")
         per_run = sweep.groupby(["algorithm", "seed", "task_value"], as_index=False)["return"].mean()
         for algo in algos:
             a = per_run[per_run["algorithm"] == algo]
@@ -331,7 +337,7 @@ def ood(info, inputs, out):
                 continue
             ax.plot(b["task_value"], b["mean"], color=colours[algo], zorder=3)
             ax.fill_between(b["task_value"], b["lo"], b["hi"], color=colours[algo], alpha=0.2, lw=0, zorder=2)
-        ax.set_xlim(0, 4)
+        ax.set_xlim(x_min, x_max)
         ax.set_xlabel("Target velocity v*")
         ax.set_ylabel("Adapted return")
         title = f"{bench}: adapted return (last episode) against the target velocity"
@@ -407,15 +413,21 @@ def ablations(info, inputs, out):
 
 
 def aggregate(info, inputs, out):
-    episodes = main_test_episodes(inputs)
-    if episodes.empty:
+    """The cross-benchmark aggregates of aggregate.csv (the numbers of the main table), with the
+    normalisation points of the benchmarks in scores.parquet."""
+    family = pd.read_csv(next(p for p in inputs if str(p).endswith(".csv")), float_precision="round_trip")
+    scores = pd.read_parquet(next(p for p in inputs if str(p).endswith(".parquet")))
+    scores = scores[(scores["variant"] == "default") & (scores["split"] == "test")
+                    & scores["algorithm"].isin(info["algorithms"])] if not scores.empty else scores
+    if scores.empty:
         return empty(out, "No runs in this config.")
     bootstrap = metrics.Bootstrap.from_config(info["aggregate"])
-    scores = metrics.run_scores(episodes)
-    scores = scores[scores["algorithm"].isin(info["algorithms"])].copy()
     declared = info["normalisation"]
-    scores["normalised"] = metrics.normalise(scores, declared)
-    families = metrics.family_matrices(scores, info["algorithms"])
+    keys = {name: key for key, name in metrics.FAMILIES.items()}
+    families = {}  # family key -> (its rows, benchmarks, seeds)
+    for name, part in family.groupby("family", sort=False):
+        first = part.iloc[0]
+        families[keys[name]] = (part, str(first["benchmark_ids"]).split(), str(first["seeds"]).split())
     excluded = metrics.unnormalised(scores, declared)
     if not families:
         return empty(out, "Not enough runs for aggregate statistics."
@@ -425,9 +437,8 @@ def aggregate(info, inputs, out):
     fig, axes = plt.subplots(len(families), n_metrics + 1, squeeze=False,
                              gridspec_kw={"width_ratios": [1] * n_metrics + [1.25]},
                              figsize=(style.FULL_WIDTH, (0.9 + 0.3 * len(info["algorithms"])) * len(families)))
-    for row, (family, (matrices, benches, seeds)) in enumerate(families.items()):
-        algos = [a for a in style.order(info["algorithms"], info["floor"]) if a in matrices][::-1]
-        agg = metrics.aggregate_intervals({a: matrices[a] for a in algos}, bootstrap)
+    for row, (family, (agg, benches, seeds)) in enumerate(families.items()):
+        algos = [a for a in style.order(info["algorithms"], info["floor"]) if a in set(agg["algorithm"])][::-1]
         for col, metric in enumerate(metrics.AGGREGATES):
             ax = axes[row, col]
             sub = agg[agg["metric"] == metric].set_index("algorithm")
@@ -441,12 +452,12 @@ def aggregate(info, inputs, out):
         axes[row, 0].set_ylabel(("Normalised return\n(0 = random, 1 = reference)" if family == "returns"
                                  else "Success rate") + f"\n{len(benches)} bench. × {len(seeds)} seeds", fontsize=7)
         ax = axes[row, n_metrics]
-        poi = metrics.improvement_probabilities(matrices, info["reference"], bootstrap)
+        poi = agg[agg["metric"] == f"P({info['reference']} > " + agg["algorithm"] + ")"]
         others = [a for a in algos if a != info["reference"] and a in set(poi["algorithm"])]
         poi = poi.set_index("algorithm")
         for y, algo in enumerate(others):
             r = poi.loc[algo]
-            interval_bar(ax, y, r["probability"], r["ci_low"], r["ci_high"], colours[algo])
+            interval_bar(ax, y, r["value"], r["ci_low"], r["ci_high"], colours[algo])
         ax.axvline(0.5, color="0.4", ls=":", lw=1)
         ax.set_xlim(0, 1)
         ax.set_yticks(range(len(others)), [f"vs {style.name(a)}" for a in others])
@@ -507,9 +518,10 @@ def latent(info, inputs, out):
     axes[0].set_ylabel(f"PC 2 ({100 * explained[1]:.0f}%)")
     bar = fig.colorbar(sc, ax=axes, fraction=0.04, pad=0.02)
     bar.set_label("target velocity v*" if key == "velocity" else key)
-    if key == "velocity" and vmax > 3.0:  # the upper end of the training range
-        bar.ax.axhline(3.0, color="white", lw=1.5)
-    seed = files[0].split("seed")[-1].split("/")[0]
+    train_range = runinfo.benchmark_block(Path(files[0]).parent).get("train_range")
+    if train_range and vmax > train_range[1]:  # the upper end of the training range
+        bar.ax.axhline(train_range[1], color="white", lw=1.5)
+    seed = runinfo.run_of_file(files[0])["seed"]
     fig.suptitle(f"{style.name(lat['algorithm'])} episodic memory on {lat['benchmark']} ({data['split']} split, "
                  f"seed {seed}, every step): first two principal components", fontsize=8, fontweight="bold",
                  y=1.04)
@@ -517,39 +529,24 @@ def latent(info, inputs, out):
     return fig
 
 
-def run_of_path(path: str) -> dict:
-    """benchmark, algorithm, variant and seed of a file in a run directory
-    (results/runs/{env}/{algo}/{variant}/seed{seed}/FILE)."""
-    parts = str(path).replace("\\", "/").split("/")
-    return {"benchmark": parts[-5], "algorithm": parts[-4], "variant": parts[-3], "seed": int(parts[-2][len("seed"):])}
-
-
-def exploration_episodes(benchmark: str) -> int:
-    """Episodes of a trial that explore before the scored ones (Meta-World), 0 where unknown."""
-    try:
-        import metarl.envs
-
-        return int(metarl.envs.get_benchmark(benchmark).exploration_episodes)
-    except Exception:  # noqa: BLE001 - a benchmark this checkout does not know: no shading
-        return 0
-
-
 def load_steps(paths) -> dict:
     """(benchmark, algorithm) -> {seed: per-step reward over the trial, averaged over the split's
     tasks ([episodes * episode_length], NaN where every task's episode had ended)}, with each
-    benchmark's (episodes, episode_length) and split, from steps_{split}.npz files."""
+    benchmark's (episodes, episode_length), exploration episodes and split, from steps_{split}.npz
+    files (and the config.yaml and metadata.json beside each)."""
     import warnings
 
-    curves, shapes, splits = {}, {}, set()
+    curves, shapes, splits, explore = {}, {}, set(), {}
     for path in paths:
         if not str(path).endswith(".npz"):
             continue
-        run = run_of_path(path)
+        run = runinfo.run_of_file(path)
         if run["variant"] != "default":  # the main grid only
             continue
         with np.load(path, allow_pickle=False) as data:
             reward = data["reward"].astype(float)
             bench, split = str(data["benchmark"]), str(data["split"])
+        explore[bench] = int(runinfo.benchmark_block(Path(path).parent)["exploration_episodes"])
         splits.add(split)
         episodes, length = reward.shape[1], reward.shape[2]
         shapes[bench] = (episodes, length)
@@ -557,7 +554,7 @@ def load_steps(paths) -> dict:
             warnings.simplefilter("ignore", RuntimeWarning)
             per_step = np.nanmean(reward, axis=0).reshape(episodes * length)
         curves.setdefault((bench, run["algorithm"]), {})[run["seed"]] = per_step
-    return {"curves": curves, "shapes": shapes, "splits": sorted(splits)}
+    return {"curves": curves, "shapes": shapes, "splits": sorted(splits), "exploration": explore}
 
 
 def adaptation_steps(info, inputs, out):
@@ -578,7 +575,7 @@ def adaptation_steps(info, inputs, out):
     for ax, bench in zip(axes, benches):
         episodes, length = shapes[bench]
         total = episodes * length
-        explore = min(exploration_episodes(bench), episodes)
+        explore = min(steps["exploration"].get(bench, 0), episodes)
         if explore:
             ax.axvspan(0, explore * length, color="0.92", lw=0, zorder=0)
             ax.text(0.01, 0.97, "exploration", transform=ax.transAxes, va="top", fontsize=6, color="0.4")
@@ -705,7 +702,7 @@ FIGURES = {
 def main(snakemake) -> None:
     sys.stderr = open(snakemake.log[0], "w")
     style.setup()
-    FIGURES[snakemake.params.figure](snakemake.params.info, list(snakemake.input), snakemake.output[0])
+    FIGURES[snakemake.wildcards.figure](snakemake.params.info, list(snakemake.input), snakemake.output[0])
 
 
 if __name__ == "__main__":
