@@ -9,8 +9,24 @@ Measures, per benchmark, in env steps per second (all with `--slots` tasks at on
 - `sampler_mlp`: the trial sampler driving a 2x64 tanh MLP Gaussian policy on the RL² tokens
   (one batched torch call per step, log-probabilities stored), i.e. what a PPO agent costs.
 
+With `--algo A` (its `--preset` settings, CPU), one training batch of A, collected and learned
+from:
+
+- `A_sampling`, `A_update`: env steps per second of collecting the batch and of the update;
+- `A_share_simulate`, `A_share_policy`, `A_share_sampler`, `A_share_update`: the share of that
+  iteration spent in the simulator (env step/reset), in the agent's calls during sampling (act,
+  and the trial/episode hooks where it adapts), in the rest of the sampler (tokens, storage),
+  and in the update;
+- `A_update_flops`: the update's achieved FLOP rate (matmul-class operations, forward and
+  backward, counted by `torch.utils.flop_counter`) with its ratio to `matmul_peak`, the rate of
+  a large float32 matmul on the same threads measured in the same run: how far the update is
+  from what the CPU can do, i.e. how much of it is per-operation overhead.
+
 Each measurement is repeated (`ROUNDS`, interleaved) and the best rate is kept, since this
 kind of machine is noisy. Timings are printed, never written into a run.
+
+Output rows: benchmark, measure, value, unit, ratio, and what the ratio is to (`raw`,
+`matmul_peak`, or `iteration` for the shares).
 """
 
 from __future__ import annotations
@@ -131,9 +147,43 @@ def measure(bench_id: str, slots: int, steps: int) -> list[tuple[str, str, float
     return [(bench_id, name, rate, rate / raw) for name, rate in best.items()]
 
 
-def measure_algo(algo: str, bench_id: str, preset: str, raw: float) -> list[tuple[str, str, float, float]]:
-    """`<algo>_sampling` and `<algo>_update`: env steps per second of one training batch of the
-    algorithm (its `preset` settings, CPU), collected and then learned from."""
+class _Timed:
+    """A callable that adds the time spent in `fn` to `seconds` (bench only)."""
+
+    def __init__(self, fn):
+        self.fn, self.seconds = fn, 0.0
+
+    def __call__(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+def matmul_peak(size: int = 1024, seconds: float = 0.3) -> float:
+    """FLOP/s of a large float32 matmul on torch's current threads: the CPU's practical peak."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)  # warm-up
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        n += 1
+    return 2.0 * size**3 * n / (time.perf_counter() - start)
+
+
+def _update_flops(agent: Agent, batch) -> float:
+    """Matmul-class FLOPs of one update on `batch` (the agent's state moves on: bench only)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        agent.update(batch)
+    return float(counter.get_total_flops())
+
+
+def measure_algo(algo: str, bench_id: str, preset: str, raw: float, peak: float) -> list[tuple]:
+    """Sampling and update rates, the iteration's shares and the update's FLOP rate of one
+    training batch of `algo` with its `preset` settings on the CPU (see the module docstring)."""
     from metarl import config as cfg
     from metarl.seeding import env_rngs, task_rng
     from metarl.setup import build_agent, prepare
@@ -143,6 +193,10 @@ def measure_algo(algo: str, bench_id: str, preset: str, raw: float) -> list[tupl
     torch.set_num_threads(setup.run.threads)
     bench, n = setup.benchmark, setup.agent_config.meta_batch_size
     env = bench.make_env(n)
+    simulate = [_Timed(env.step), _Timed(env.reset)]
+    env.step, env.reset = simulate
+    policy = [_Timed(getattr(agent, name)) for name in ("act", "start_trial", "start_episode", "end_episode")]
+    agent.act, agent.start_trial, agent.start_episode, agent.end_episode = policy
     start = time.perf_counter()
     batch = run_trials(env, agent, bench.sample_train_tasks(task_rng(0, 1), n), TrialSpec.for_training(bench),
                        env_rngs(0, 1, n))
@@ -150,9 +204,17 @@ def measure_algo(algo: str, bench_id: str, preset: str, raw: float) -> list[tupl
     agent.update(batch)
     updated = time.perf_counter()
     env.close()
-    sampling = batch.env_steps / (sampled - start)
-    update = batch.env_steps / (updated - sampled)
-    return [(bench_id, f"{algo}_sampling", sampling, sampling / raw), (bench_id, f"{algo}_update", update, update / raw)]
+    flops = _update_flops(agent, batch)
+    sample_s, update_s = sampled - start, updated - sampled
+    total = sample_s + update_s
+    sim_s, policy_s = sum(t.seconds for t in simulate), sum(t.seconds for t in policy)
+    shares = {"simulate": sim_s, "policy": policy_s, "sampler": sample_s - sim_s - policy_s, "update": update_s}
+    rows = [(bench_id, f"{algo}_sampling", batch.env_steps / sample_s, "steps/s", batch.env_steps / sample_s / raw, "raw"),
+            (bench_id, f"{algo}_update", batch.env_steps / update_s, "steps/s", batch.env_steps / update_s / raw, "raw")]
+    rows += [(bench_id, f"{algo}_share_{k}", v / total, "fraction", v / total, "iteration") for k, v in shares.items()]
+    achieved = flops / update_s
+    rows.append((bench_id, f"{algo}_update_flops", achieved / 1e9, "GFLOP/s", achieved / peak, "matmul_peak"))
+    return rows
 
 
 def run_bench(args) -> int:
@@ -166,16 +228,19 @@ def run_bench(args) -> int:
         for algo in args.algo:
             get_agent_class(algo)
     if args.format == "csv":
-        print("benchmark,measure,steps_per_s,ratio_to_raw", flush=True)
+        print("benchmark,measure,value,unit,ratio,relative_to", flush=True)
     else:
-        print(f"{'benchmark':16s} {'measure':16s} {'steps/s':>12s} {'ratio to raw':>13s}", flush=True)
+        print(f"{'benchmark':16s} {'measure':24s} {'value':>12s} {'unit':9s} {'ratio':>8s}  to", flush=True)
+    peak = max(matmul_peak() for _ in range(ROUNDS)) if args.algo else None
     for name in names:
-        rows = measure(name, args.slots, args.steps)
+        rows = [(b, m, rate, "steps/s", ratio, "raw") for b, m, rate, ratio in measure(name, args.slots, args.steps)]
+        if peak is not None:
+            rows.append((name, "matmul_peak", peak / 1e9, "GFLOP/s", 1.0, "matmul_peak"))
         for algo in args.algo or []:
-            rows += measure_algo(algo, name, args.preset, rows[0][2])
-        for bench_id, measure_name, rate, ratio in rows:
+            rows += measure_algo(algo, name, args.preset, rows[0][2], peak)
+        for bench_id, measure_name, value, unit, ratio, relative_to in rows:
             if args.format == "csv":
-                print(f"{bench_id},{measure_name},{rate:.1f},{ratio:.3f}", flush=True)
+                print(f"{bench_id},{measure_name},{value:.4g},{unit},{ratio:.4g},{relative_to}", flush=True)
             else:
-                print(f"{bench_id:16s} {measure_name:16s} {rate:12,.0f} {ratio:13.2f}", flush=True)
+                print(f"{bench_id:16s} {measure_name:24s} {value:12,.4g} {unit:9s} {ratio:8.3g}  {relative_to}", flush=True)
     return 0

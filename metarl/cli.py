@@ -139,10 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slots", type=int, default=20, help="tasks run at once (default 20)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--algo", action="append", default=None, metavar="ID",
-                   help="also time one training batch of this algorithm (repeatable): <algo>_sampling and "
-                   "<algo>_update, in env steps per second, with its --preset settings on the CPU")
+                   help="also time one training batch of this algorithm (repeatable), with its --preset "
+                   "settings on the CPU: <algo>_sampling and <algo>_update in env steps per second, the "
+                   "iteration's shares (<algo>_share_simulate, _policy, _sampler, _update), and the update's "
+                   "FLOP rate against a large matmul's measured in the same run (<algo>_update_flops, matmul_peak)")
     p.add_argument("--preset", choices=cfg.PRESETS, default="paper", help="preset for --algo (default: paper)")
-    p.add_argument("--format", choices=("table", "csv"), default="table", help="output format")
+    p.add_argument("--format", choices=("table", "csv"), default="table",
+                   help="output format; csv columns: benchmark,measure,value,unit,ratio,relative_to")
     return parser
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from conftest import run_cli
 
 
@@ -42,10 +44,22 @@ def test_no_command_is_usage_error(tmp_path):
 def test_bench_csv_format(tmp_path):
     out = run_cli(["bench", "--env", "PointNav", "--steps", "400", "--slots", "4", "--format", "csv"],
                   cwd=tmp_path).stdout.splitlines()
-    assert out[0] == "benchmark,measure,steps_per_s,ratio_to_raw"
+    assert out[0] == "benchmark,measure,value,unit,ratio,relative_to"
     rows = [line.split(",") for line in out[1:]]
     assert [r[1] for r in rows] == ["raw", "sampler_random", "sampler_mlp"]
-    assert all(r[0] == "PointNav" and float(r[2]) > 0 for r in rows)
-    assert rows[0][3] == "1.000"
+    assert all(r[0] == "PointNav" and float(r[2]) > 0 and r[3] == "steps/s" and r[5] == "raw" for r in rows)
+    assert rows[0][4] == "1"
+
+
+def test_bench_algo_rows_shares_and_flop_rate(tmp_path):
+    out = run_cli(["bench", "--env", "PointNav", "--steps", "400", "--slots", "4", "--algo", "rl2",
+                   "--preset", "smoke", "--format", "csv"], cwd=tmp_path).stdout.splitlines()
+    rows = {r[1]: r for r in (line.split(",") for line in out[1:])}
+    assert rows["matmul_peak"][3] == "GFLOP/s" and float(rows["matmul_peak"][2]) > 0
+    shares = [float(rows[f"rl2_share_{k}"][2]) for k in ("simulate", "policy", "sampler", "update")]
+    assert all(0 < x < 1 for x in shares) and sum(shares) == pytest.approx(1.0, abs=2e-3)
+    flops = rows["rl2_update_flops"]
+    assert flops[3] == "GFLOP/s" and flops[5] == "matmul_peak" and 0 < float(flops[4]) < 1
+    assert float(flops[4]) == pytest.approx(float(flops[2]) / float(rows["matmul_peak"][2]), rel=0.01)
     bad = run_cli(["bench", "--env", "Nope"], cwd=tmp_path, check=False)
     assert bad.returncode == 2 and "unknown benchmark 'Nope'" in bad.stderr
