@@ -229,7 +229,8 @@ def test_smoke_pipeline_through_the_slurm_profile(cluster, tmp_path_factory):
         assert f"rule_train_wildcards_{env_}_{algo}_{variant}_{seed.removeprefix('seed')}" in completed, (env_, algo, variant, seed)
     evaluates = sorted((local_ws / "results" / "runs").rglob("eval_*.csv"))
     assert sum(c.startswith("rule_evaluate_") for c in completed) == len(evaluates)
-    assert not any(c.startswith(("rule_resolve_config", "rule_collect", "rule_table", "rule_figure")) for c in completed)
+    assert not any(c.startswith(("rule_resolve_config", "rule_verify_runs", "rule_collect", "rule_table", "rule_figure"))
+                   for c in completed)
 
     # what they computed equals the local run, byte for byte
     ours, theirs = deterministic_files(slurm_ws), deterministic_files(local_ws)
