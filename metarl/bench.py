@@ -181,14 +181,17 @@ def _update_flops(agent: Agent, batch) -> float:
     return float(counter.get_total_flops())
 
 
-def measure_algo(algo: str, bench_id: str, preset: str, raw: float, peak: float) -> list[tuple]:
-    """Sampling and update rates, the iteration's shares and the update's FLOP rate of one
-    training batch of `algo` with its `preset` settings on the CPU (see the module docstring)."""
+def measure_algo(algo: str, bench_id: str, preset: str, raw: float, peak: float, count_flops: bool = True,
+                 threads: int | None = None) -> list[tuple]:
+    """Sampling and update rates, the iteration's shares and (with `count_flops`: a second,
+    slower update under the FLOP counter) the update's FLOP rate of one training batch of `algo`
+    with its `preset` settings on the CPU (see the module docstring)."""
     from metarl import config as cfg
     from metarl.seeding import env_rngs, task_rng
     from metarl.setup import build_agent, prepare
 
-    setup = prepare(cfg.resolve(algo, bench_id, 0, preset, overrides={"device": "cpu"}))
+    overrides = {"device": "cpu", **({"threads": threads} if threads else {})}
+    setup = prepare(cfg.resolve(algo, bench_id, 0, preset, overrides=overrides))
     agent = build_agent(setup)
     torch.set_num_threads(setup.run.threads)
     bench, n = setup.benchmark, setup.agent_config.meta_batch_size
@@ -204,7 +207,6 @@ def measure_algo(algo: str, bench_id: str, preset: str, raw: float, peak: float)
     agent.update(batch)
     updated = time.perf_counter()
     env.close()
-    flops = _update_flops(agent, batch)
     sample_s, update_s = sampled - start, updated - sampled
     total = sample_s + update_s
     sim_s, policy_s = sum(t.seconds for t in simulate), sum(t.seconds for t in policy)
@@ -212,8 +214,9 @@ def measure_algo(algo: str, bench_id: str, preset: str, raw: float, peak: float)
     rows = [(bench_id, f"{algo}_sampling", batch.env_steps / sample_s, "steps/s", batch.env_steps / sample_s / raw, "raw"),
             (bench_id, f"{algo}_update", batch.env_steps / update_s, "steps/s", batch.env_steps / update_s / raw, "raw")]
     rows += [(bench_id, f"{algo}_share_{k}", v / total, "fraction", v / total, "iteration") for k, v in shares.items()]
-    achieved = flops / update_s
-    rows.append((bench_id, f"{algo}_update_flops", achieved / 1e9, "GFLOP/s", achieved / peak, "matmul_peak"))
+    if count_flops:
+        achieved = _update_flops(agent, batch) / update_s
+        rows.append((bench_id, f"{algo}_update_flops", achieved / 1e9, "GFLOP/s", achieved / peak, "matmul_peak"))
     return rows
 
 

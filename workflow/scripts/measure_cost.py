@@ -43,7 +43,7 @@ def run_cost(algo: str, bench_id: str, seeds: int, extra_splits: list[str]) -> d
     resolved = cfg.resolve(algo, bench_id, 0, "paper", overrides={"device": "cpu", "threads": 1})
     bench = get_benchmark(bench_id)
     start = time.perf_counter()
-    rows = {r[1]: r[2] for r in measure_algo(algo, bench_id, "paper", 1.0, 1.0)}
+    rows = {r[1]: r[2] for r in measure_algo(algo, bench_id, "paper", 1.0, 1.0, count_flops=False, threads=1)}
     wall = time.perf_counter() - start
     sampling, update = rows[f"{algo}_sampling"], rows[f"{algo}_update"]
     batch = resolved["meta_batch_size"] * bench.train_episodes * bench.episode_length
