@@ -118,7 +118,9 @@ def test_export_memory_and_bench_rows(tmp_path):
     assert str(data["split"]) == "ood" and len(data["task_labels"]) == 20
     out = run_cli(["bench", "--env", "PointNav", "--steps", "400", "--slots", "4", "--algo", "trmrl",
                    "--preset", "smoke", "--format", "csv"], cwd=tmp_path).stdout.splitlines()
-    assert [line.split(",")[1] for line in out[-2:]] == ["trmrl_sampling", "trmrl_update"]
+    measures = [line.split(",")[1] for line in out[1:]]
+    assert measures[-7:] == ["trmrl_sampling", "trmrl_update", "trmrl_share_simulate", "trmrl_share_policy",
+                             "trmrl_share_sampler", "trmrl_share_update", "trmrl_update_flops"]
 
 
 def test_export_memory_needs_a_memory(tmp_path):
