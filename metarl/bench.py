@@ -182,7 +182,7 @@ def _update_flops(agent: Agent, batch) -> float:
 
 
 def measure_algo(algo: str, bench_id: str, preset: str, raw: float, peak: float, count_flops: bool = True,
-                 threads: int | None = None) -> list[tuple]:
+                 threads: int | None = None, settings: dict | None = None) -> list[tuple]:
     """Sampling and update rates, the iteration's shares and (with `count_flops`: a second,
     slower update under the FLOP counter) the update's FLOP rate of one training batch of `algo`
     with its `preset` settings on the CPU (see the module docstring)."""
@@ -190,7 +190,7 @@ def measure_algo(algo: str, bench_id: str, preset: str, raw: float, peak: float,
     from metarl.seeding import env_rngs, task_rng
     from metarl.setup import build_agent, prepare
 
-    overrides = {"device": "cpu", **({"threads": threads} if threads else {})}
+    overrides = {"device": "cpu", **({"threads": threads} if threads else {}), **(settings or {})}
     setup = prepare(cfg.resolve(algo, bench_id, 0, preset, overrides=overrides))
     agent = build_agent(setup)
     torch.set_num_threads(setup.run.threads)
