@@ -18,12 +18,9 @@ def summaries(episodes, info: dict, bootstrap) -> dict:
     (scores.parquet) and `family` (aggregate.csv), through workflow/scripts/aggregate.py."""
     sys.path.insert(0, str(REPO / "workflow" / "scripts"))
     import aggregate
-    import metrics
 
-    scores = metrics.run_scores(episodes).merge(
-        aggregate.main_scores(episodes, info)[metrics.RUN_KEYS + ["split", "normalised"]],
-        on=metrics.RUN_KEYS + ["split"], how="left")
-    return {"scores": scores, "family": aggregate.family_table(aggregate.main_scores(episodes, info), info, bootstrap)}
+    main = aggregate.main_scores(episodes, info)
+    return {"scores": aggregate.scores_table(episodes, main), "family": aggregate.family_table(main, info, bootstrap)}
 
 
 def run_cli(args: list[str], cwd: Path, check: bool = True, timeout: float = 600, env: dict | None = None):

@@ -20,18 +20,19 @@ import pandas as pd
 import metrics
 
 
-def load(paths: list[str]) -> pd.DataFrame:
-    frames = [pd.read_parquet(p) for p in paths]
-    frames = [f for f in frames if not f.empty]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=metrics.EPISODE_COLUMNS)
-
-
 def main_scores(episodes: pd.DataFrame, info: dict) -> pd.DataFrame:
     """Headline numbers of the main grid (variant `default` of the configured algorithms)."""
     scores = metrics.run_scores(episodes)
     main = scores[(scores["variant"] == "default") & scores["algorithm"].isin(info["algorithms"])].copy()
     main["normalised"] = metrics.normalise(main, info["normalisation"])
     return main
+
+
+def scores_table(episodes: pd.DataFrame, main: pd.DataFrame) -> pd.DataFrame:
+    """scores.parquet: every run's headline numbers per split, with the main grid's normalised
+    score (`main`, from main_scores) beside them."""
+    return metrics.run_scores(episodes).merge(main[metrics.RUN_KEYS + ["split", "normalised"]],
+                                              on=metrics.RUN_KEYS + ["split"], how="left")
 
 
 def family_table(scores: pd.DataFrame, info: dict, bootstrap: metrics.Bootstrap) -> pd.DataFrame:
@@ -67,8 +68,8 @@ def main(snakemake) -> None:
     sys.stderr = open(snakemake.log[0], "w")
     info = snakemake.params.info
     bootstrap = metrics.Bootstrap.from_config(info["aggregate"])
-    grid = load(list(snakemake.input.benchmarks))
-    ablations = load([snakemake.input.ablations])
+    grid = metrics.load_episodes(list(snakemake.input.benchmarks))
+    ablations = metrics.load_episodes([snakemake.input.ablations])
     if not ablations.empty and not grid.empty:  # the ablation's `default` runs may be main-grid runs
         known = set(map(tuple, grid[metrics.RUN_KEYS].drop_duplicates().to_numpy().tolist()))
         keys = list(map(tuple, ablations[metrics.RUN_KEYS].to_numpy().tolist()))
@@ -77,10 +78,8 @@ def main(snakemake) -> None:
     for out in snakemake.output:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
     episodes.to_parquet(snakemake.output.runs, index=False)
-    scores = metrics.run_scores(episodes)
     main_part = main_scores(grid, info)
-    scores = scores.merge(main_part[metrics.RUN_KEYS + ["split", "normalised"]],
-                          on=metrics.RUN_KEYS + ["split"], how="left")
+    scores = scores_table(episodes, main_part)
     scores.to_parquet(snakemake.output.scores, index=False)
     family_table(main_part, info, bootstrap).to_csv(snakemake.output.aggregate, index=False)
     print(f"{len(episodes)} episodes, {len(scores)} run scores", file=sys.stderr)

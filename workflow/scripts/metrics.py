@@ -54,6 +54,19 @@ EPISODE_COLUMNS = RUN_KEYS + [
 ]
 
 
+def load_episodes(paths) -> pd.DataFrame:
+    """The per-episode summaries (collect.py's parquet files) among `paths`, as one table."""
+    frames = [pd.read_parquet(p) for p in paths if str(p).endswith(".parquet")]
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=EPISODE_COLUMNS)
+
+
+def read_family(path) -> pd.DataFrame:
+    """aggregate.csv, read back to exactly the floats it was written from (pandas' default
+    parser can be one unit in the last place off, which would change a table's bytes)."""
+    return pd.read_csv(path, float_precision="round_trip")
+
+
 @dataclass(frozen=True)
 class Bootstrap:
     """rliable settings: replications, confidence level, seed of the bootstrap."""

@@ -40,12 +40,6 @@ plt = style.plt
 # ----------------------------------------------------------------------------- helpers
 
 
-def load(paths) -> pd.DataFrame:
-    frames = [pd.read_parquet(p) for p in paths if str(p).endswith(".parquet")]
-    frames = [f for f in frames if not f.empty]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=metrics.EPISODE_COLUMNS)
-
-
 @dataclass
 class MeanCI:
     """Percentile bootstrap of the mean over seeds, for curves and points in the figures (the
@@ -64,7 +58,7 @@ class MeanCI:
 
 def main_test_episodes(paths) -> pd.DataFrame:
     """Test-split episodes of the main (`default`-variant) runs."""
-    episodes = load(paths)
+    episodes = metrics.load_episodes(paths)
     return episodes[(episodes["variant"] == "default") & (episodes["split"] == "test")]
 
 
@@ -293,7 +287,7 @@ def adaptation(info, inputs, out):
 
 
 def ood(info, inputs, out):
-    episodes = load(inputs)
+    episodes = metrics.load_episodes(inputs)
     episodes = episodes[episodes["variant"] == "default"]
     if episodes.empty:
         return empty(out, "No benchmark with an OOD split in this config.")
@@ -373,7 +367,7 @@ def ood(info, inputs, out):
 
 
 def ablations(info, inputs, out):
-    episodes = load(inputs)
+    episodes = metrics.load_episodes(inputs)
     table = info["ablations"]
     if episodes.empty or not table:
         return empty(out, "No ablations in this config.")
@@ -415,7 +409,7 @@ def ablations(info, inputs, out):
 def aggregate(info, inputs, out):
     """The cross-benchmark aggregates of aggregate.csv (the numbers of the main table), with the
     normalisation points of the benchmarks in scores.parquet."""
-    family = pd.read_csv(next(p for p in inputs if str(p).endswith(".csv")), float_precision="round_trip")
+    family = metrics.read_family(next(p for p in inputs if str(p).endswith(".csv")))
     scores = pd.read_parquet(next(p for p in inputs if str(p).endswith(".parquet")))
     scores = scores[(scores["variant"] == "default") & (scores["split"] == "test")
                     & scores["algorithm"].isin(info["algorithms"])] if not scores.empty else scores

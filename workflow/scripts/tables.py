@@ -56,22 +56,16 @@ def mean_cell(r: dict, percent: bool = False) -> str:
 # ----------------------------------------------------------------------------- helpers
 
 
-def load(paths) -> pd.DataFrame:
-    frames = [pd.read_parquet(p) for p in paths]
-    frames = [f for f in frames if not f.empty]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=metrics.EPISODE_COLUMNS)
-
-
 def read_inputs(inputs) -> dict[str, pd.DataFrame]:
     """A table's named inputs (rule table): `episodes` (per-episode parquet files), `scores`
     (scores.parquet), `family` (aggregate.csv, read back to the exact floats it was written from)."""
     data = {}
     if "episodes" in inputs.keys():
-        data["episodes"] = load(list(inputs.episodes))
+        data["episodes"] = metrics.load_episodes(list(inputs.episodes))
     if "scores" in inputs.keys():
         data["scores"] = pd.read_parquet(inputs.scores)
     if "family" in inputs.keys():
-        data["family"] = pd.read_csv(inputs.family, float_precision="round_trip")
+        data["family"] = metrics.read_family(inputs.family)
     return data
 
 
@@ -141,7 +135,8 @@ def split_note(scores: pd.DataFrame, benches: list[str], split: str) -> str:
     """What `split`'s tasks are on each benchmark (the benchmark's own words, from the data)."""
     part = scores[scores["benchmark"].isin(benches) & (scores["split"] == split)]
     notes = part.groupby("benchmark", sort=False)["split_note"].first()
-    return "; ".join(f"{b}: {notes[b]}" for b in benches if notes.get(b)) + (" (SPEC §3)." if len(notes) else "")
+    said = [f"{b}: {notes[b]}" for b in benches if notes.get(b)]
+    return "; ".join(said) + " (SPEC §3)." if said else ""
 
 
 def benchmark_sections(info, bootstrap, scores: pd.DataFrame, header: list[str]):
