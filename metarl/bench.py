@@ -8,6 +8,10 @@ Measures, per benchmark, in env steps per second (all with `--slots` tasks at on
 - `sampler_random`: the trial sampler (`run_trials`) driving the random agent.
 - `sampler_mlp`: the trial sampler driving a 2x64 tanh MLP Gaussian policy on the RL² tokens
   (one batched torch call per step, log-probabilities stored), i.e. what a PPO agent costs.
+- with `--threads N` > 1, also `raw_threads`, `sampler_random_threads`, `sampler_mlp_threads`:
+  the same with the benchmark's environments stepping their slots on N threads (what a run with
+  `threads` N samples with), their ratio still to the serial `raw`. Benchmarks whose envs have
+  no threaded form (PointNav, Meta-World) measure their serial envs again in these rows.
 
 With `--algo A` (its `--preset` settings, CPU), one training batch of A, collected and learned
 from:
@@ -128,7 +132,7 @@ def _sampler_rate(bench: Benchmark, agent: Agent, slots: int, steps: int) -> flo
     return done / elapsed
 
 
-def measure(bench_id: str, slots: int, steps: int) -> list[tuple[str, str, float, float]]:
+def measure(bench_id: str, slots: int, steps: int, threads: int = 1) -> list[tuple[str, str, float, float]]:
     bench = get_benchmark(bench_id)
     if slots % bench.task_multiple:
         slots = bench.task_multiple * max(1, slots // bench.task_multiple)
@@ -138,11 +142,13 @@ def measure(bench_id: str, slots: int, steps: int) -> list[tuple[str, str, float
         "sampler_random": RandomAgent(AgentConfig(slots), spec, torch.device("cpu"), 0),
         "sampler_mlp": MLPAgent(AgentConfig(slots), spec, torch.device("cpu"), 0),
     }
-    best = {"raw": 0.0, **{k: 0.0 for k in agents}}
+    variants = {"": bench, **({"_threads": bench.with_threads(threads)} if threads > 1 else {})}
+    best = {f"{m}{suffix}": 0.0 for suffix in variants for m in ("raw", *agents)}
     for _ in range(ROUNDS):
-        best["raw"] = max(best["raw"], _raw_rate(bench, slots, steps))
-        for name, agent in agents.items():
-            best[name] = max(best[name], _sampler_rate(bench, agent, slots, steps))
+        for suffix, envs in variants.items():
+            best[f"raw{suffix}"] = max(best[f"raw{suffix}"], _raw_rate(envs, slots, steps))
+            for name, agent in agents.items():
+                best[f"{name}{suffix}"] = max(best[f"{name}{suffix}"], _sampler_rate(envs, agent, slots, steps))
     raw = best["raw"]
     return [(bench_id, name, rate, rate / raw) for name, rate in best.items()]
 
@@ -182,15 +188,16 @@ def _update_flops(agent: Agent, batch) -> float:
 
 
 def measure_algo(algo: str, bench_id: str, preset: str, raw: float, peak: float, count_flops: bool = True,
-                 threads: int | None = None, settings: dict | None = None) -> list[tuple]:
+                 threads: int | None = None, settings: dict | None = None, device: str = "cpu") -> list[tuple]:
     """Sampling and update rates, the iteration's shares and (with `count_flops`: a second,
     slower update under the FLOP counter) the update's FLOP rate of one training batch of `algo`
-    with its `preset` settings on the CPU (see the module docstring)."""
+    with its `preset` settings on `device` (the CPU unless told; see the module docstring). On
+    CUDA the first call in a process also pays for starting CUDA: warm up with a small one."""
     from metarl import config as cfg
     from metarl.seeding import env_rngs, task_rng
     from metarl.setup import build_agent, prepare
 
-    overrides = {"device": "cpu", **({"threads": threads} if threads else {}), **(settings or {})}
+    overrides = {"device": device, **({"threads": threads} if threads else {}), **(settings or {})}
     setup = prepare(cfg.resolve(algo, bench_id, 0, preset, overrides=overrides))
     agent = build_agent(setup)
     torch.set_num_threads(setup.run.threads)
@@ -205,6 +212,8 @@ def measure_algo(algo: str, bench_id: str, preset: str, raw: float, peak: float,
                        env_rngs(0, 1, n))
     sampled = time.perf_counter()
     agent.update(batch)
+    if setup.device.type == "cuda":
+        torch.cuda.synchronize()  # the update's kernels, not only their launches
     updated = time.perf_counter()
     env.close()
     sample_s, update_s = sampled - start, updated - sampled
@@ -236,11 +245,12 @@ def run_bench(args) -> int:
         print(f"{'benchmark':16s} {'measure':24s} {'value':>12s} {'unit':9s} {'ratio':>8s}  to", flush=True)
     peak = max(matmul_peak() for _ in range(ROUNDS)) if args.algo else None
     for name in names:
-        rows = [(b, m, rate, "steps/s", ratio, "raw") for b, m, rate, ratio in measure(name, args.slots, args.steps)]
+        rows = [(b, m, rate, "steps/s", ratio, "raw")
+                for b, m, rate, ratio in measure(name, args.slots, args.steps, args.threads)]
         if peak is not None:
             rows.append((name, "matmul_peak", peak / 1e9, "GFLOP/s", 1.0, "matmul_peak"))
         for algo in args.algo or []:
-            rows += measure_algo(algo, name, args.preset, rows[0][2], peak)
+            rows += measure_algo(algo, name, args.preset, rows[0][2], peak, threads=args.threads)
         for bench_id, measure_name, value, unit, ratio, relative_to in rows:
             if args.format == "csv":
                 print(f"{bench_id},{measure_name},{value:.4g},{unit},{ratio:.4g},{relative_to}", flush=True)

@@ -56,7 +56,7 @@ def _add_identity(p: argparse.ArgumentParser) -> None:
                    help="override one setting (repeatable), e.g. --set total_env_steps=2e6 --set threads=2")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
                    help="torch device (same as --set device=...); auto = cuda when available")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (same as --set threads=N)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads, and the threads MuJoCo environments step on (same as --set threads=N)")
 
 
 def _resolve(args) -> dict:
@@ -137,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="benchmark to measure (repeatable; default: PointNav and every MuJoCo benchmark)")
     p.add_argument("--steps", type=int, default=20_000, help="env steps per measurement (default 20000)")
     p.add_argument("--slots", type=int, default=20, help="tasks run at once (default 20)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1); N > 1 adds raw_threads, sampler_random_threads and "
+                   "sampler_mlp_threads: the environments' slots stepped on N threads, as in a run with threads N")
     p.add_argument("--algo", action="append", default=None, metavar="ID",
                    help="also time one training batch of this algorithm (repeatable), with its --preset "
                    "settings on the CPU: <algo>_sampling and <algo>_update in env steps per second, the "

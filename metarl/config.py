@@ -114,7 +114,7 @@ class RunSettings:
     eval_tasks: NonNegativeInt = 0  # evaluate on the first N tasks of a split (0: all of them)
     checkpoint_every: PositiveInt = 5  # write the full training state every this many iterations
     device: Literal["auto", "cpu", "cuda"] = "auto"  # torch device; auto = cuda when available
-    threads: PositiveInt = 1  # torch intra-op threads (results are bit-identical only for equal counts)
+    threads: PositiveInt = 1  # torch threads and MuJoCo env-stepping threads (bit-identical only for equal counts)
 
     def check(self) -> None:
         """Checks across settings (none here); each field's own range is checked by `coerce`."""

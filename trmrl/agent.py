@@ -97,11 +97,11 @@ class TrMRLAgent(Agent):
         self.policy = TrMRLPolicy(self.settings).to(device)
         vf_input = self.policy.head_in_dim if c.share_network else env.token_dim
         self.value = GaussianValueMLP(vf_input).to(device)
-        # foreach: the same update in fewer calls (on CPU PyTorch loops over the tensors by default)
+        # fused: one kernel per step for all parameters (PyTorch's default loops over them)
         self.policy_opt = torch.optim.AdamW(self.policy.parameters(), lr=c.policy_lr, weight_decay=c.weight_decay,
-                                            foreach=True)
+                                            fused=True)
         vf_params = list(self.value.parameters()) + (list(self.policy.parameters()) if c.share_network else [])
-        self.value_opt = torch.optim.AdamW(vf_params, lr=c.vf_lr, weight_decay=c.weight_decay, foreach=True)
+        self.value_opt = torch.optim.AdamW(vf_params, lr=c.vf_lr, weight_decay=c.weight_decay, fused=True)
         # The original counts an "epoch" as ppo_epochs * batch // minibatch gradient steps
         # (nominal; the partial minibatch makes the real count a little higher). With
         # `fill_batch` a batch holds at least the nominal steps (more trials than meta_batch_size

@@ -9,7 +9,9 @@ A benchmark (one row of SPEC §3) owns
 - the episode length and the number of episodes per trial (training and evaluation),
 - a factory for a `TaskBatchEnv`: `n` environment slots stepped together, each slot running
   its own task. The harness never loops over slots around the policy; only the simulator
-  is stepped slot by slot where it has no batched form.
+  is stepped slot by slot where it has no batched form. With `threads` > 1 (the run setting),
+  benchmarks whose slot step is mostly simulator (MuJoCo) step their slots on that many
+  threads; the results are the same bytes as the serial loop's (see `LoopBatchEnv`).
 
 Time limits belong to the harness: environments here never truncate, they only terminate
 (e.g. the Ant falling). The harness cuts every episode at `episode_length` and records
@@ -19,6 +21,9 @@ termination and truncation separately.
 from __future__ import annotations
 
 import abc
+import dataclasses
+import functools
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -87,7 +92,9 @@ class Benchmark:
     split_seed: int
     obs_dim: int
     act_dim: int
-    make_env: Callable[[int], TaskBatchEnv] = field(repr=False)
+    # make_env(n, threads=1): a batch of n slots; `threads` > 1 lets it step its slots in
+    # parallel where that helps (each benchmark decides, and says why where it does not)
+    make_env: Callable[..., TaskBatchEnv] = field(repr=False)
     sample_train_tasks: Callable[[np.random.Generator, int], list[Task]] = field(repr=False)
     make_splits: Callable[[], dict[str, list[Task]]] = field(repr=False)
     # meta_batch_size must be a multiple of this (Meta-World balances tasks over its classes)
@@ -115,6 +122,13 @@ class Benchmark:
             "train_range": list(self.train_range) if self.train_range is not None else None,
             "split_notes": dict(self.split_notes), **self.facts,
         }
+
+    def with_threads(self, threads: int) -> "Benchmark":
+        """This benchmark with `make_env(n)` building batches that step on `threads` threads
+        (where the benchmark's environments do); `threads` 1 is this benchmark itself."""
+        if threads == 1:
+            return self
+        return dataclasses.replace(self, make_env=functools.partial(self.make_env, threads=threads))
 
     @property
     def action_low(self) -> np.ndarray:
@@ -184,6 +198,18 @@ class LoopBatchEnv(TaskBatchEnv):
 
     `factory` may return a fresh env or reuse one: Meta-World needs one env per task class, so
     its factory keeps a pool per class (see `pool_key`).
+
+    With `threads` > 1, `step` splits the active slots into up to `threads` contiguous chunks
+    and steps them at once: one chunk on the calling thread, the others on a persistent pool of
+    `threads - 1` worker threads (made on the first parallel step, joined by `close`). This pays
+    where a slot's step is mostly simulator code that releases the GIL (MuJoCo's `mj_step`).
+    Same bytes as the serial loop, provided slots share nothing a step mutates (true of the
+    MuJoCo slots: their shared `MjModel` is read-only in a step): within one step each slot's
+    `SlotEnv` is used by exactly one thread, every slot writes only its own rows of the outputs,
+    and a step returns only when every chunk is done; so each slot computes exactly what it
+    computes in the loop. `reset` and
+    `set_tasks` stay serial (resets are rare, and two slots may be handed the same generator).
+    `threads` 1 is the plain loop, with no pool.
     """
 
     def __init__(
@@ -191,14 +217,17 @@ class LoopBatchEnv(TaskBatchEnv):
         n: int,
         factory: Callable[[Task], SlotEnv],
         pool_key: Callable[[Task], Any] = lambda task: None,
+        threads: int = 1,
     ):
         self.n = n
+        self.threads = threads
         self._factory = factory
         self._pool_key = pool_key
         self._pools: dict[Any, list[SlotEnv]] = {}
         self._envs: list[SlotEnv | None] = [None] * n
         self._rngs: list[np.random.Generator | None] = [None] * n
         self._obs: np.ndarray | None = None
+        self._workers: ThreadPoolExecutor | None = None
 
     def _take(self, task: Task, used: dict[Any, int]) -> SlotEnv:
         key = self._pool_key(task)
@@ -235,13 +264,35 @@ class LoopBatchEnv(TaskBatchEnv):
         return out
 
     def step(self, actions: np.ndarray, active: np.ndarray):
+        slots = np.flatnonzero(active)
+        if self.threads == 1 or len(slots) < 2:
+            self._step_slots(slots, actions)
+        else:
+            self._step_parallel(slots, actions)
+        return self._obs, self._reward, self._terminated, self._success
+
+    def _step_slots(self, slots: np.ndarray, actions: np.ndarray) -> None:
         obs, reward, terminated, success = self._obs, self._reward, self._terminated, self._success
         envs = self._envs
-        for slot in np.flatnonzero(active):
+        for slot in slots:
             obs[slot], reward[slot], terminated[slot], success[slot] = envs[slot].step(actions[slot])
-        return obs, reward, terminated, success
+
+    def _step_parallel(self, slots: np.ndarray, actions: np.ndarray) -> None:
+        if self._workers is None:
+            self._workers = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="metarl-env")
+        chunks = np.array_split(slots, min(self.threads, len(slots)))
+        futures = [self._workers.submit(self._step_slots, chunk, actions) for chunk in chunks[1:]]
+        try:
+            self._step_slots(chunks[0], actions)  # the calling thread takes a share too
+        finally:
+            wait(futures)  # every chunk is done before the step returns or raises
+        for future in futures:
+            future.result()  # re-raises a worker's error
 
     def close(self) -> None:
+        if self._workers is not None:
+            self._workers.shutdown(wait=True)
+            self._workers = None
         for pool in self._pools.values():
             for env in pool:
                 env.close()

@@ -219,7 +219,9 @@ def _ant_ood(rng: np.random.Generator, n: int) -> list[Task]:
 
 
 def _loop_env(cls):
-    return lambda n: LoopBatchEnv(n, lambda task: cls())
+    # A MuJoCo slot step is mostly mj_step, which releases the GIL: `threads` > 1 steps the slots
+    # in parallel (HalfCheetahVel, 20 slots, 2 threads on 2 idle cores: 1.7x the serial loop).
+    return lambda n, threads=1: LoopBatchEnv(n, lambda task: cls(), threads=threads)
 
 
 HALF_CHEETAH_VEL_SPLIT_SEED = 7002

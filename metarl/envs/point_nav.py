@@ -25,7 +25,8 @@ class PointNavBatch(TaskBatchEnv):
     obs_dim = 2
     act_dim = 2
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, threads: int = 1):
+        # `threads` is ignored: the batch is already one vectorised numpy step.
         self.n = n
         self.action_low = np.full(2, -MAX_STEP, dtype=np.float32)
         self.action_high = np.full(2, MAX_STEP, dtype=np.float32)
