@@ -188,11 +188,13 @@ def _update_flops(agent: Agent, batch) -> float:
 
 
 def measure_algo(algo: str, bench_id: str, preset: str, raw: float, peak: float, count_flops: bool = True,
-                 threads: int | None = None, settings: dict | None = None, device: str = "cpu") -> list[tuple]:
+                 threads: int | None = None, settings: dict | None = None, device: str = "cpu",
+                 timings: dict | None = None) -> list[tuple]:
     """Sampling and update rates, the iteration's shares and (with `count_flops`: a second,
     slower update under the FLOP counter) the update's FLOP rate of one training batch of `algo`
     with its `preset` settings on `device` (the CPU unless told; see the module docstring). On
-    CUDA the first call in a process also pays for starting CUDA: warm up with a small one."""
+    CUDA the first call in a process also pays for starting CUDA: warm up with a small one.
+    `timings`, where given, receives the batch's env steps and the sampling and update seconds."""
     from metarl import config as cfg
     from metarl.seeding import env_rngs, task_rng
     from metarl.setup import build_agent, prepare
@@ -217,6 +219,8 @@ def measure_algo(algo: str, bench_id: str, preset: str, raw: float, peak: float,
     updated = time.perf_counter()
     env.close()
     sample_s, update_s = sampled - start, updated - sampled
+    if timings is not None:
+        timings.update(env_steps=batch.env_steps, sample_s=sample_s, update_s=update_s)
     total = sample_s + update_s
     sim_s, policy_s = sum(t.seconds for t in simulate), sum(t.seconds for t in policy)
     shares = {"simulate": sim_s, "policy": policy_s, "sampler": sample_s - sim_s - policy_s, "update": update_s}

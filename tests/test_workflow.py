@@ -132,7 +132,16 @@ def test_dry_run_with_the_slurm_profile(workspace):
     assert job_counts(out)["train"] > 400
     train = re.search(r"^rule train:\n(?:    .*\n)*?    resources: (.*)$", out, re.M).group(1)
     assert "slurm_partition=GPU_PARTITION" in train and "slurm_account=ACCOUNT" in train
-    assert re.search(r"resources: .*slurm_partition=GPU_PARTITION.*runtime=1440, gpu=1", out)
+    # every train job's time limit and GPUs: default < algorithms < benchmarks < runs["ENV/ALGO"]
+    limits = config_value("resources", "train")
+    jobs = re.findall(r"^rule train:\n(?:    .*\n)*?    wildcards: (.*)\n(?:    .*\n)*?    resources: (.*)$", out, re.M)
+    assert len(jobs) == job_counts(out)["train"]
+    for wildcards, resources in jobs:
+        wc = dict(kv.split("=", 1) for kv in wildcards.split(", "))
+        expected = {**limits["default"], **limits.get("algorithms", {}).get(wc["algo"], {}),
+                    **limits.get("benchmarks", {}).get(wc["env"], {}),
+                    **limits.get("runs", {}).get(f"{wc['env']}/{wc['algo']}", {})}
+        assert f"runtime={expected['runtime']}," in resources and f"gpu={expected['gpu']}" in resources, wildcards
 
 
 def test_bad_config_is_one_clear_error(workspace, tmp_path):

@@ -114,10 +114,12 @@ check_ids()
 
 
 def train_resources(benchmark, algo):
+    """default < algorithms.ALGO < benchmarks.BENCHMARK < runs["BENCHMARK/ALGO"], key by key."""
     return {
         **TRAIN_RESOURCES["default"],
         **TRAIN_RESOURCES["algorithms"].get(algo, {}),
         **TRAIN_RESOURCES["benchmarks"].get(benchmark, {}),
+        **TRAIN_RESOURCES["runs"].get(f"{benchmark}/{algo}", {}),
     }
 
 
