@@ -132,7 +132,7 @@ def test_dry_run_with_the_slurm_profile(workspace):
     assert job_counts(out)["train"] > 400
     train = re.search(r"^rule train:\n(?:    .*\n)*?    resources: (.*)$", out, re.M).group(1)
     assert "slurm_partition=GPU_PARTITION" in train and "slurm_account=ACCOUNT" in train
-    # every train job's time limit and GPUs: default < algorithms < benchmarks < runs["ENV/ALGO"]
+    # every train job's time limit and GPUs: default < algorithms < benchmarks < runs.paper["ENV/ALGO"]
     limits = config_value("resources", "train")
     jobs = re.findall(r"^rule train:\n(?:    .*\n)*?    wildcards: (.*)\n(?:    .*\n)*?    resources: (.*)$", out, re.M)
     assert len(jobs) == job_counts(out)["train"]
@@ -140,7 +140,7 @@ def test_dry_run_with_the_slurm_profile(workspace):
         wc = dict(kv.split("=", 1) for kv in wildcards.split(", "))
         expected = {**limits["default"], **limits.get("algorithms", {}).get(wc["algo"], {}),
                     **limits.get("benchmarks", {}).get(wc["env"], {}),
-                    **limits.get("runs", {}).get(f"{wc['env']}/{wc['algo']}", {})}
+                    **limits.get("runs", {}).get("paper", {}).get(f"{wc['env']}/{wc['algo']}", {})}
         assert f"runtime={expected['runtime']}," in resources and f"gpu={expected['gpu']}" in resources, wildcards
 
 

@@ -114,12 +114,13 @@ check_ids()
 
 
 def train_resources(benchmark, algo):
-    """default < algorithms.ALGO < benchmarks.BENCHMARK < runs["BENCHMARK/ALGO"], key by key."""
+    """default < algorithms.ALGO < benchmarks.BENCHMARK < runs.PRESET["BENCHMARK/ALGO"], key
+    by key (`runs` is keyed by preset: a paper run's time limit never reaches a quick run)."""
     return {
         **TRAIN_RESOURCES["default"],
         **TRAIN_RESOURCES["algorithms"].get(algo, {}),
         **TRAIN_RESOURCES["benchmarks"].get(benchmark, {}),
-        **TRAIN_RESOURCES["runs"].get(f"{benchmark}/{algo}", {}),
+        **TRAIN_RESOURCES["runs"].get(PRESET, {}).get(f"{benchmark}/{algo}", {}),
     }
 
 

@@ -136,12 +136,12 @@ RUNTIME_CAP_MIN = 2880  # ... at most 48 h (a common partition limit); longer ru
 
 
 def runtimes(rows: list[dict]) -> str:
-    """`resources.train.runs` entries for config/config.yaml: each run's time limit (minutes)
+    """`resources.train.runs.paper` entries for config/config.yaml: each run's time limit (minutes)
     from its one-thread CPU estimate, and the attempts the longest one needs at the cap."""
     out = []
     for r in rows:
         minutes = min(RUNTIME_CAP_MIN, 60 * max(1, math.ceil(r["run_h"] * RUNTIME_MARGIN)))
-        out.append(f'      {r["benchmark"]}/{r["algorithm"]}: {{runtime: {minutes}}}'
+        out.append(f'        {r["benchmark"]}/{r["algorithm"]}: {{runtime: {minutes}}}'
                    f'  # {r["run_h"]:,.1f} CPU-h')
     attempts = max(math.ceil(r["run_h"] * RUNTIME_MARGIN * 60 / RUNTIME_CAP_MIN) for r in rows)
     out.append(f"# the longest run needs {attempts} attempts of {RUNTIME_CAP_MIN} min on one thread of this CPU")
