@@ -56,7 +56,8 @@ def _add_identity(p: argparse.ArgumentParser) -> None:
                    help="override one setting (repeatable), e.g. --set total_env_steps=2e6 --set threads=2")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
                    help="torch device (same as --set device=...); auto = cuda when available")
-    p.add_argument("--threads", type=int, default=None, help="torch threads, and the threads MuJoCo environments step on (same as --set threads=N)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads, and the threads MuJoCo environments step on (same as --set threads=N)")
 
 
 def _resolve(args) -> dict:

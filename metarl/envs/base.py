@@ -207,9 +207,8 @@ class LoopBatchEnv(TaskBatchEnv):
     MuJoCo slots: their shared `MjModel` is read-only in a step): within one step each slot's
     `SlotEnv` is used by exactly one thread, every slot writes only its own rows of the outputs,
     and a step returns only when every chunk is done; so each slot computes exactly what it
-    computes in the loop. `reset` and
-    `set_tasks` stay serial (resets are rare, and two slots may be handed the same generator).
-    `threads` 1 is the plain loop, with no pool.
+    computes in the loop. `reset` and `set_tasks` stay serial (resets are rare, and two slots
+    may be handed the same generator). `threads` 1 is the plain loop, with no pool.
     """
 
     def __init__(

@@ -6,9 +6,10 @@
 1. tests/test_cuda.py: every algorithm's smoke PointNav run on CUDA against the CPU (float
    tolerance), a same-seed CUDA rerun (same bytes), a CUDA-trained model evaluated on the CPU.
 2. One paper-preset training iteration (sample the batch, then update) of TrMRL and of PEARL on
-   HalfCheetahVel on `--device` (default cuda), timed by `metarl.bench.measure_algo` after a
-   small warm-up (CUDA's start-up is not an iteration's cost), and the paper run's device-hours
-   implied, as workflow/scripts/measure_cost.py computes CPU-hours (training only).
+   HalfCheetahVel on `--device` (default cuda), after a small warm-up (CUDA's start-up is not
+   an iteration's cost), measured and priced as workflow/scripts/measure_cost.py does for the
+   CPU (`measure`, `run_cost`: PEARL's update timed on 40 gradient steps and scaled), with the
+   device-hours of a paper run it implies.
 """
 
 from __future__ import annotations
@@ -36,25 +37,19 @@ def main(argv=None) -> int:
     status = 0
     if not args.no_tests:
         status = subprocess.call([sys.executable, "-m", "pytest", "-v", "-rs", "tests/test_cuda.py"], cwd=REPO)
-    sys.path.insert(0, str(REPO))
-    from metarl import config as cfg
+    sys.path.insert(0, str(REPO / "workflow" / "scripts"))
+    from measure_cost import measure, run_cost
+
     from metarl.bench import measure_algo
-    from metarl.envs import get_benchmark
 
     name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     print(f"torch {torch.__version__}, device {args.device} ({name}), {args.threads} thread(s)")
     for algo, bench_id in TIMED:
         measure_algo(algo, "PointNav", "smoke", 1.0, 1.0, count_flops=False, threads=args.threads, device=args.device)
-        rows = {r[1]: r[2] for r in measure_algo(algo, bench_id, "paper", 1.0, 1.0, count_flops=False,
-                                                  threads=args.threads, device=args.device)}
-        resolved = cfg.resolve(algo, bench_id, 0, "paper", overrides={"device": args.device})
-        bench = get_benchmark(bench_id)
-        steps = resolved["meta_batch_size"] * bench.train_episodes * bench.episode_length
-        sample_s, update_s = steps / rows[f"{algo}_sampling"], steps / rows[f"{algo}_update"]
-        iterations = -(-resolved["total_env_steps"] // steps)
-        print(f"{bench_id} {algo} paper: {steps} steps/iteration, sampling {sample_s:.2f} s + update {update_s:.2f} s "
-              f"= {sample_s + update_s:.2f} s/iteration; x {iterations} iterations = "
-              f"{iterations * (sample_s + update_s) / 3600:.1f} {args.device}-hours of training per seed")
+        r = run_cost(algo, bench_id, 1, [], measure(algo, bench_id, args.device, args.threads))
+        print(f"{bench_id} {algo} paper: {r['batch_steps']} steps/iteration, {r['iteration_s']:.2f} s/iteration; "
+              f"x {r['iterations']} iterations = {r['train_h']:.1f} {args.device}-hours of training per seed "
+              f"({r['run_h']:.1f} with evaluation)")
     return status
 
 

@@ -66,20 +66,20 @@ def _shorter(algo: str, bench, resolved: dict) -> tuple[dict, int]:
     return settings, grad_steps
 
 
-def measure(algo: str, bench_id: str) -> dict:
+def measure(algo: str, bench_id: str, device: str = "cpu", threads: int = 1) -> dict:
     """Seconds per sampled env step, and of the update per env step (per gradient step for
-    PEARL, whose update does not depend on the batch), measured here."""
+    PEARL, whose update does not depend on the batch), measured here on `device`."""
     import torch
 
     from metarl.bench import measure_algo
     from metarl.envs import get_benchmark
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     bench = get_benchmark(bench_id)
     settings, grad_steps = _shorter(algo, bench, _paper(algo, bench_id))
     start, timed = time.perf_counter(), {}
-    measure_algo(algo, bench_id, "paper", 1.0, 1.0, count_flops=False, threads=1, settings=settings,
-                 timings=timed)
+    measure_algo(algo, bench_id, "paper", 1.0, 1.0, count_flops=False, threads=threads, settings=settings,
+                 device=device, timings=timed)
     rates = {"sample_s_per_step": timed["sample_s"] / timed["env_steps"],
              "measured_in_s": time.perf_counter() - start}
     if algo == "pearl":
