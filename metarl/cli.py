@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead of writing rows, film the first N trials of the split (default 1) off-screen: "
                    "one MP4 per trial, DIR/videos/{split}_task{index}.mp4, captioned with the task, episode, "
                    "step and return so far; per episode the reset state and a frame after every step, at the "
-                   "environment's real time (20 fps on the MuJoCo tasks). The trials are the evaluation's (same "
+                   "environment's real time (1/dt: 20 fps for HalfCheetah and Ant). The trials are the evaluation's (same "
                    "seeds); their per-episode returns are printed; eval.csv is left as it is. MuJoCo and "
                    "Meta-World benchmarks; OpenGL from MUJOCO_GL (egl or osmesa; unset: egl where libEGL is "
                    "installed, else osmesa)")

@@ -9,7 +9,7 @@ every step; rendering only reads the simulator, so the rollout is the unfilmed o
 
 A video of a trial holds, per episode, the reset state and one frame after every step: the sum
 over its episodes of (1 + steps) frames, played at the environment's real time (1/dt frames per
-second: 20 for the MuJoCo tasks, 80 for Meta-World). Each frame carries a caption: benchmark,
+second: 20 for HalfCheetah and Ant, 66.7 for Humanoid, 80 for Meta-World). Each frame carries a caption: benchmark,
 split, task index and label, episode k/E, step, return so far. H.264 in MP4 (PyAV), Pillow for
 the caption, MuJoCo's renderer for the images.
 
@@ -43,17 +43,18 @@ INSTALL_HINT = ("install EGL (apt-get install libegl1 libegl-mesa0 libgl1-mesa-d
 @dataclass(frozen=True)
 class View:
     """A benchmark's camera: MuJoCo's tracking camera on `body` (a side view that follows the
-    robot, like gymnasium's default camera for these robots), or the model's fixed `camera`."""
+    robot, like gymnasium's default camera for these robots), or a camera that stays aimed at
+    `lookat`. (Meta-World's own fixed cameras give upside-down or tilted images.)"""
 
     body: str | None = None
-    camera: str | None = None
+    lookat: tuple[float, float, float] | None = None
     distance: float = 4.0
     elevation: float = -15.0
     azimuth: float = 90.0  # looking along +y: forward (+x) is to the right
 
 
 _CHEETAH = View(body="torso")
-_METAWORLD = View(camera="corner")  # the view of Meta-World's own figures
+_METAWORLD = View(lookat=(0.0, 0.6, 0.15), distance=1.5, elevation=-25.0, azimuth=145.0)  # the table
 VIEWS: dict[str, View] = {
     "HalfCheetahVel": _CHEETAH,
     "HalfCheetahDir": _CHEETAH,
@@ -159,14 +160,13 @@ class SceneCamera:
         self.renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
         self.renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
         self.camera = mujoco.MjvCamera()
-        if view.camera is not None:
-            self.camera.type = mujoco.mjtCamera.mjCAMERA_FIXED
-            self.camera.fixedcamid = model.camera(view.camera).id
-        else:
+        if view.body is not None:
             self.camera.type = mujoco.mjtCamera.mjCAMERA_TRACKING
             self.camera.trackbodyid = model.body(view.body).id
-            self.camera.distance, self.camera.elevation, self.camera.azimuth = (
-                view.distance, view.elevation, view.azimuth)
+        else:
+            self.camera.type = mujoco.mjtCamera.mjCAMERA_FREE
+            self.camera.lookat[:] = view.lookat
+        self.camera.distance, self.camera.elevation, self.camera.azimuth = view.distance, view.elevation, view.azimuth
 
     def render(self, data) -> np.ndarray:
         self.renderer.update_scene(data, self.camera)
