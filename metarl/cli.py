@@ -42,6 +42,26 @@ def _seed(text: str) -> int:
     return seed
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _video_size(text: str) -> tuple[int, int]:
+    """--video-size WxH: positive even numbers (H.264's 4:2:0 colour needs them)."""
+    width, _, height = text.lower().partition("x")
+    if not (width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0
+            and int(width) % 2 == 0 and int(height) % 2 == 0):
+        raise argparse.ArgumentTypeError(f"must be WIDTHxHEIGHT in pixels, both even and positive (e.g. 480x320), "
+                                         f"got {text!r}")
+    return int(width), int(height)
+
+
 def _add_identity(p: argparse.ArgumentParser) -> None:
     p.add_argument("--algo", help="algorithm ID (see `metarl algos`)")
     p.add_argument("--env", help="benchmark ID (see `metarl envs`)")
@@ -86,9 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restart", action="store_true", help="discard any checkpoint or finished model and train from scratch")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
-    p = sub.add_parser("evaluate", help="evaluate a finished run on a split (appends to its eval.csv)",
+    p = sub.add_parser("evaluate", help="evaluate a finished run on a split (appends to its eval.csv), or film it",
                        description="Run the evaluation protocol on a finished run's final model. Rows for the "
-                       "same split and iteration are replaced, so rerunning is idempotent.")
+                       "same split and iteration are replaced, so rerunning is idempotent. With --video, film "
+                       "the first trials instead (no rows written).")
     p.add_argument("--run", type=Path, required=True, metavar="DIR", help="run directory (holds config.yaml and model.pt)")
     p.add_argument("--split", default="test", help="split name: test, ood, or a benchmark's extra split (e.g. sweep)")
     p.add_argument("--out", type=Path, default=None, help="CSV to write (default: DIR/eval.csv)")
@@ -101,6 +122,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write every step's reward to FILE (default: DIR/steps_{split}.npz): `reward` "
                    "[tasks, episodes, episode_length] float32, NaN after an episode that ended early, with "
                    "benchmark, split, iteration, env_steps, episode_length and task_labels; deterministic bytes")
+    p.add_argument("--video", nargs="?", type=_positive, const=1, default=None, metavar="N",
+                   help="instead of writing rows, film the first N trials of the split (default 1) off-screen: "
+                   "one MP4 per trial, DIR/videos/{split}_task{index}.mp4, captioned with the task, episode, "
+                   "step and return so far; per episode the reset state and a frame after every step, at the "
+                   "environment's real time (1/dt: 20 fps for HalfCheetah and Ant). The trials are the evaluation's (same "
+                   "seeds); their per-episode returns are printed; eval.csv is left as it is. MuJoCo and "
+                   "Meta-World benchmarks; OpenGL from MUJOCO_GL (egl or osmesa; unset: egl where libEGL is "
+                   "installed, else osmesa)")
+    p.add_argument("--video-dir", type=Path, default=None, metavar="DIR",
+                   help="where --video writes its MP4s (default: the run's videos/)")
+    p.add_argument("--video-size", type=_video_size, default=None, metavar="WxH",
+                   help="--video's frame size in pixels, both even (default 480x320)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="torch device")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
 
@@ -210,8 +243,13 @@ def _dispatch(args) -> int:
         run_dir = args.run_dir or run_dir_for(resolved["env"], resolved["algo"], resolved["variant"], resolved["seed"])
         ckpt_dir = args.ckpt_dir or ckpt_dir_for(run_dir)
         return train(resolved, run_dir, ckpt_dir, restart=args.restart, quiet=args.quiet)
+    if args.command == "evaluate" and args.video is not None:
+        return _cmd_video(args)
     if args.command == "evaluate":
         from metarl.saved_runs import evaluate_run
+
+        if args.video_dir is not None or args.video_size is not None:
+            raise UsageError("--video-dir and --video-size need --video")
 
         memory_out = args.export_memory
         if memory_out is True:
@@ -233,6 +271,20 @@ def _dispatch(args) -> int:
 
         return run_bench(args)
     raise UsageError(f"unknown command {args.command!r}")
+
+
+def _cmd_video(args) -> int:
+    from metarl.runs import format_value
+    from metarl.video import record_videos
+
+    if args.out is not None or args.export_memory is not None or args.steps is not None:
+        raise UsageError("--video writes no rows or arrays: it cannot be combined with --out, --export-memory or --steps")
+    for video in record_videos(args.run, args.split, args.video, args.video_dir, args.video_size or (480, 320),
+                               args.tasks, args.device, args.threads):
+        returns = " ".join(format_value(r) for r in video.returns)
+        print(f"{video.path}: {args.split} task {video.task} ({video.label}), {video.frames} frames; "
+              f"episode returns {returns}")
+    return 0
 
 
 def _cmd_envs(args) -> int:

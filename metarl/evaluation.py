@@ -20,7 +20,7 @@ early (`step_rewards`); its sums over steps are the rows' returns to float32 rou
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -51,12 +51,16 @@ class Evaluator:
 
     def evaluate(self, agent: Agent, split: str, iteration: int, env_steps: int,
                  memory: list[dict[str, np.ndarray]] | None = None,
-                 rewards: list[np.ndarray] | None = None) -> list[dict[str, Any]]:
+                 rewards: list[np.ndarray] | None = None,
+                 wrap_env: Callable[[TaskBatchEnv, np.ndarray], TaskBatchEnv] | None = None,
+                 ) -> list[dict[str, Any]]:
         """Evaluation rows of `split`. With a `memory` list (and an agent that exports its
         episodic memory), one dict per chunk of tasks is appended to it: every evaluated step's
         `memory` vector with its `task` index, `episode` and `step`. With a `rewards` list, one
         array per chunk of tasks is appended to it: `step_rewards` of the chunk's trials
-        (concatenated in order, [tasks, episodes, episode_length]). Neither changes the rows."""
+        (concatenated in order, [tasks, episodes, episode_length]). With `wrap_env`, each chunk's
+        trials run on `wrap_env(env, task indices)` (an observer such as `metarl.video`'s, which
+        must leave the rollout as it is). None of them changes the rows."""
         bench = self.benchmark
         tasks = self.tasks(split)
         key = _name_key(split)
@@ -65,8 +69,9 @@ class Evaluator:
             chunk_tasks = tasks[start : start + EVAL_CHUNK]
             indices = np.arange(start, start + len(chunk_tasks))
             spec = TrialSpec.for_evaluation(bench, eval_agent_seed(self.seed, iteration, key, chunk))
+            env = self._env(len(chunk_tasks))
             batch = run_trials(
-                self._env(len(chunk_tasks)),
+                env if wrap_env is None else wrap_env(env, indices),
                 agent,
                 chunk_tasks,
                 spec,

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from metarl.agent import Agent
+from metarl.envs.base import Benchmark
 from metarl.errors import UsageError
 from metarl.evaluation import Evaluator, npz_bytes, summarize
 from metarl.runs import (
@@ -31,7 +32,9 @@ from metarl.runs import (
 from metarl.setup import Setup, build_agent, prepare
 
 
-def load_run(run_dir: Path, device: str | None = None, threads: int | None = None) -> tuple[Setup, Agent, dict]:
+def read_run_config(run_dir: Path) -> dict:
+    """The resolved config of the finished run in `run_dir` (one line naming the problem when
+    `run_dir` is not one). Imports no benchmark."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UsageError(f"run directory not found: {run_dir}")
@@ -49,11 +52,17 @@ def load_run(run_dir: Path, device: str | None = None, threads: int | None = Non
         raise UsageError(f"{config_path} is not valid YAML") from None
     if not isinstance(resolved, dict) or "algo" not in resolved:
         raise UsageError(f"{config_path} is not a run config")
+    return resolved
+
+
+def load_run(run_dir: Path, device: str | None = None, threads: int | None = None) -> tuple[Setup, Agent, dict]:
+    run_dir = Path(run_dir)
+    resolved = read_run_config(run_dir)
     if device is not None:
         resolved["device"] = device
     if threads is not None:
         resolved["threads"] = threads
-    model = load_model(model_path)
+    model = load_model(run_dir / "model.pt")
     setup = prepare(resolved)
     agent = build_agent(setup)
     agent.load_model_state(model["state"])
@@ -74,9 +83,7 @@ def evaluate_run(run_dir: Path, split: str, out: Path | None = None, eval_tasks:
     if memory_out is not None and not agent.supports_memory_export:
         raise UsageError(f"algorithm {setup.config['algo']!r} has no episodic memory to export")
     agent.export_memory = memory_out is not None
-    if split not in setup.benchmark.splits():
-        raise UsageError(f"benchmark {setup.benchmark.id} has no split {split!r} "
-                         f"(it has: {', '.join(setup.benchmark.splits())})")
+    check_split(setup.benchmark, split)
     n_tasks = setup.run.eval_tasks if eval_tasks is None else eval_tasks
     evaluator = Evaluator(setup.benchmark, setup.config["seed"], n_tasks)
     memory: list[dict[str, np.ndarray]] | None = [] if memory_out is not None else None
@@ -120,6 +127,11 @@ def evaluate_run(run_dir: Path, split: str, out: Path | None = None, eval_tasks:
                               [t.label for t in evaluator.tasks(split)])
         atomic_write_bytes(Path(steps_out), npz_bytes(arrays))
     return rows, summarize(rows, setup.benchmark)
+
+
+def check_split(benchmark: Benchmark, split: str) -> None:
+    if split not in benchmark.splits():
+        raise UsageError(f"benchmark {benchmark.id} has no split {split!r} (it has: {', '.join(benchmark.splits())})")
 
 
 def _replace_eval_rows(path: Path, split: str, iteration: int) -> str:

@@ -256,6 +256,13 @@ class LoopBatchEnv(TaskBatchEnv):
             self._terminated = np.zeros(self.n, dtype=bool)
             self._success = np.zeros(self.n, dtype=np.float64)
 
+    def slot_env(self, slot: int) -> SlotEnv:
+        """The `SlotEnv` slot `slot` runs its task on (since the last `set_tasks`)."""
+        env = self._envs[slot]
+        if env is None:
+            raise RuntimeError("set_tasks before slot_env")
+        return env
+
     def reset(self, slots: np.ndarray) -> np.ndarray:
         out = np.empty((len(slots), self.obs_dim), dtype=np.float32)
         for row, slot in enumerate(slots):
