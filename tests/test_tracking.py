@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import signal
 import struct
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,11 +18,11 @@ import pytest
 import yaml
 
 from metarl.envs import get_benchmark
-from metarl.registry import get_agent_class
 from metarl.evaluation import summarize
+from metarl.registry import get_agent_class
 from metarl.runs import ckpt_dir_for, load_checkpoint, run_dir_for
 
-from conftest import REPO, files_of, run_cli
+from conftest import REPO, files_of, popen_cli, run_cli
 
 RL2 = ["train", "--algo", "rl2", "--env", "PointNav", "--seed", "1", "--preset", "smoke",
        "--set", "total_env_steps=800"]
@@ -130,9 +128,7 @@ def test_event_files_hold_the_logs(rl2_run):
 def kill_after_checkpoint(args: list[str], cwd: Path, sig: int = signal.SIGKILL, env: dict | None = None):
     """Start `metarl ARGS`, send `sig` once its first checkpoint is written and a few iterations
     later; returns the finished process."""
-    proc = subprocess.Popen([sys.executable, "-m", "metarl.cli", *args], cwd=cwd,
-                            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = popen_cli(args, cwd, env)
     start = time.monotonic()
     while not (cwd / CKPT).exists():
         assert proc.poll() is None, proc.stderr.read()
@@ -301,6 +297,7 @@ def test_wandb_offline_holds_config_and_scalars(tmp_path, wandb_offline, rl2_run
     assert (run / "tb").is_dir()  # TensorBoard stays on beside W&B
 
 
+@pytest.mark.slow  # two W&B processes (~20 s on 2 busy cores)
 def test_wandb_resume_continues_the_run_without_repeating_steps(tmp_path, wandb_offline):
     args = RANDOM + ["--set", "wandb=offline", "--set", "tensorboard=false"]
     proc = kill_after_checkpoint(args, tmp_path, signal.SIGTERM, wandb_offline)
