@@ -6,6 +6,7 @@ make a run "another config"; W&B offline keeps the config and the scalars in the
 from __future__ import annotations
 
 import csv
+import json
 import io
 import signal
 import struct
@@ -123,6 +124,12 @@ def test_event_files_hold_the_logs(rl2_run):
             masked_crc32c(header), masked_crc32c(body))
         pos += 16 + length
     assert pos == len(data)
+    # tb/ is no part of the run's recorded files, and `metarl verify` takes no notice of it
+    from metarl.verify import COMPLETE, check_run
+
+    assert set(json.loads((rl2_run / "metadata.json").read_text())["files"]) == {
+        "progress.csv", "eval.csv", "timings.csv"}
+    assert check_run(rl2_run).status == COMPLETE
 
 
 def kill_after_checkpoint(args: list[str], cwd: Path, sig: int = signal.SIGKILL, env: dict | None = None):
@@ -255,8 +262,6 @@ def wandb_records(path: Path) -> list:
 
 def wandb_run(run_dir: Path) -> dict:
     """What the offline runs under run_dir/wandb/ hold: their run records, config and history."""
-    import json
-
     runs, config, history, exits = [], {}, [], 0
     for path in sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")):
         for record in wandb_records(path):
