@@ -40,6 +40,9 @@ from metarl.errors import UsageError
 
 PRESETS = ("smoke", "quick", "paper")
 IDENTITY_KEYS = ("algo", "env", "seed", "preset", "variant")
+# settings that say where a run's scalars are also sent, never what it computes: a run made
+# with other values of them is the same run (it resumes, it is complete, the workflow keeps it)
+TRACKING_KEYS = ("tensorboard", "wandb")
 SEED_MAX = 2**32 - 1  # seeds are 0 .. 2**32-1 (what numpy's and torch's seeding take as one word)
 INT_MAX = 2**63 - 1  # integer settings must fit in 64 bits (numpy / torch integers)
 
@@ -115,6 +118,8 @@ class RunSettings:
     checkpoint_every: PositiveInt = 5  # write the full training state every this many iterations
     device: Literal["auto", "cpu", "cuda"] = "auto"  # torch device; auto = cuda when available
     threads: PositiveInt = 1  # torch threads and MuJoCo env-stepping threads (bit-identical only for equal counts)
+    tensorboard: bool = True  # also write the run's scalars as TensorBoard event files (the run's tb/)
+    wandb: Literal["off", "offline", "online"] = "off"  # also log them to Weights & Biases (offline: into the run's wandb/)
 
     def check(self) -> None:
         """Checks across settings (none here); each field's own range is checked by `coerce`."""
@@ -455,8 +460,15 @@ def identity_from(
     return ident
 
 
+def without_tracking(resolved: Mapping[str, Any]) -> dict[str, Any]:
+    """A run config without its `TRACKING_KEYS`: what two configs must share to be the same run."""
+    return {k: v for k, v in resolved.items() if k not in TRACKING_KEYS}
+
+
 def split_config(resolved: Mapping[str, Any], agent_cls: type) -> tuple[RunSettings, Any]:
-    run = RunSettings(**{f.name: resolved[f.name] for f in dataclasses.fields(RunSettings)})
+    # config.yaml files written before the tracking settings existed lack them: their defaults
+    run = RunSettings(**{f.name: resolved[f.name] for f in dataclasses.fields(RunSettings)
+                         if f.name in resolved or f.name not in TRACKING_KEYS})
     agent = agent_cls.Config(**{f.name: resolved[f.name] for f in dataclasses.fields(agent_cls.Config)})
     return run, agent
 

@@ -2,6 +2,7 @@
 
     results/runs/{env}/{algo}/{variant}/seed{seed}/
         config.yaml  metadata.json  progress.csv  eval.csv  timings.csv  model.pt
+        tb/  (TensorBoard event files: a view of the logs, `metarl.tracking`; wandb/ likewise)
     results/ckpt/{env}/{algo}/{variant}/seed{seed}/state.ckpt     (resume state; not an output)
 
 `progress.csv` and `eval.csv` hold no wall-clock values, and every float is written with

@@ -5,7 +5,8 @@ batched policy call per step); for an agent whose config sets `fill_batch` (TrMR
 sampler does) run more trials until the batch is full (see `TrainSampler`); count their
 environment steps against the budget, let the agent update, log a `progress.csv` row, evaluate
 the test split every `eval_every` iterations (and before the first and after the last), and
-every `checkpoint_every` iterations write the full training state atomically. A run killed at
+every `checkpoint_every` iterations write the full training state atomically. The same scalars
+also go to TensorBoard and W&B as the settings ask (`metarl.tracking`). A run killed at
 any moment restarts from its last checkpoint and ends with the same bytes as one that never
 stopped; SIGTERM (or Ctrl-C) finishes the current iteration, writes a checkpoint and exits with
 `EXIT_PREEMPTED`.
@@ -43,6 +44,7 @@ from metarl.runs import (
 from metarl.sampling import TrialBatch, concat_trials, run_trials
 from metarl.seeding import env_rng, env_rngs, global_rng_state, set_global_rng_state, task_rng
 from metarl.setup import Setup, build_agent, prepare
+from metarl.tracking import Tracker, check_available, open_tracker
 
 CHECKPOINT_NAME = "state.ckpt"
 
@@ -132,6 +134,7 @@ def train(
     """Train (or resume) one run; returns the process exit code. The run's lock is held from
     before the first write to the end, so a second process on the same run stops at once."""
     setup = prepare(resolved)
+    check_available(setup.run)
     # building the agent is the last check of the settings (those that depend on the benchmark),
     # so it comes before the lock, which is the first thing written
     agent = build_agent(setup)
@@ -151,8 +154,7 @@ def _train_locked(setup: Setup, agent: Agent, run_dir: Path, ckpt_dir: Path, res
         ckpt_path.unlink(missing_ok=True)
         model_path.unlink(missing_ok=True)
     elif model_path.exists():
-        existing = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else None
-        if existing != config_text:
+        if _saved_config(run_dir) != cfg.without_tracking(setup.config):
             raise UsageError(f"{run_dir} holds a finished run with another config (pass --restart to replace it)")
         if not quiet:
             print(f"run already complete: {run_dir}")
@@ -162,13 +164,25 @@ def _train_locked(setup: Setup, agent: Agent, run_dir: Path, ckpt_dir: Path, res
             state = load_checkpoint(ckpt_path)
         except CorruptCheckpoint as exc:
             raise UsageError(str(exc)) from None
-        if state.get("config") != setup.config:
+        if cfg.without_tracking(state.get("config") or {}) != cfg.without_tracking(setup.config):
             raise UsageError(f"checkpoint {ckpt_path} was made with another config (pass --restart to discard it)")
 
     label = f"{setup.config['algo']}/{setup.benchmark.id}/seed{setup.config['seed']}"
     progress = Progress(setup.run.total_env_steps, label, quiet=quiet)
     with _StopFlag(progress) as stop:
         return _train(setup, agent, run_dir, ckpt_path, model_path, config_text, state, progress, stop)
+
+
+def _saved_config(run_dir: Path) -> dict | None:
+    """A finished run's config.yaml without its tracking settings (where its scalars were also
+    sent does not make it another run), or None."""
+    import yaml
+
+    try:
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+    return cfg.without_tracking(saved) if isinstance(saved, dict) else None
 
 
 @dataclass
@@ -194,24 +208,30 @@ def _train(setup: Setup, agent: Agent, run_dir: Path, ckpt_path: Path, model_pat
         pos = _start(agent, files, evaluator, run_dir, config_text)
     pos.attempts.append({"started_at_iteration": pos.iteration, "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
+    tracker = open_tracker(setup.config, setup.benchmark, run_dir, pos.attempts[0]["time"])
     sampler = TrainSampler.for_agent(setup.benchmark, setup.config["seed"], setup.agent_config)
     progress.begin(pos.env_steps)
+    exit_code = 1  # what W&B records when an error ends the run
     try:
+        tracker.replay(files.snapshot())  # a resumed run's logs so far; a new run's first evaluation
         while pos.env_steps < run.total_env_steps:
-            if _iteration(setup, agent, sampler, evaluator, files, pos, progress):
+            if _iteration(setup, agent, sampler, evaluator, files, tracker, pos, progress):
                 break  # the last iteration: no checkpoint, the finished files follow
             if pos.iteration % run.checkpoint_every == 0 or stop.requested:
                 _checkpoint(ckpt_path, setup, agent, files, pos)
             if stop.requested:
                 progress.message(f"{label}: checkpoint written at iteration {pos.iteration}; rerun to resume")
-                return EXIT_PREEMPTED
+                exit_code = EXIT_PREEMPTED
+                return exit_code
+        _finish(setup, agent, run_dir, model_path, pos)
+        ckpt_path.unlink(missing_ok=True)
+        exit_code = EXIT_OK
     finally:
         progress.close()
         sampler.close()
         evaluator.close()
+        tracker.close(exit_code)
 
-    _finish(setup, agent, run_dir, model_path, pos)
-    ckpt_path.unlink(missing_ok=True)
     progress.message(f"{label}: done: {pos.env_steps:,} env steps, {pos.iteration} iterations -> {run_dir}")
     return EXIT_OK
 
@@ -240,9 +260,10 @@ def _start(agent: Agent, files: RunFiles, evaluator: Evaluator, run_dir: Path, c
 
 
 def _iteration(setup: Setup, agent: Agent, sampler: TrainSampler, evaluator: Evaluator, files: RunFiles,
-               pos: _Position, progress: Progress) -> bool:
+               tracker: Tracker, pos: _Position, progress: Progress) -> bool:
     """One iteration: sample the training batch, update, log its progress row, evaluate on the
-    schedule (and after the last), log its timings. True when it spent the budget."""
+    schedule (and after the last), log its timings; the tracker gets each of them. True when it
+    spent the budget."""
     run = setup.run
     pos.iteration += 1
     t0 = time.perf_counter()
@@ -253,18 +274,22 @@ def _iteration(setup: Setup, agent: Agent, sampler: TrainSampler, evaluator: Eva
     t2 = time.perf_counter()
     row = _progress_row(setup.benchmark, pos, batch, metrics)
     files.log_progress(row)
+    tracker.progress(row)
     finished = pos.env_steps >= run.total_env_steps
     if finished or (run.eval_every and pos.iteration % run.eval_every == 0):
-        _evaluate(setup.benchmark, agent, evaluator, files, pos, progress)
+        _evaluate(setup.benchmark, agent, evaluator, files, tracker, pos, progress)
     t3 = time.perf_counter()
-    files.log_timings({
+    timings = {
         "iteration": pos.iteration,
         "env_steps": pos.env_steps,
         "sample_s": round(t1 - t0, 4),
         "update_s": round(t2 - t1, 4),
         "eval_s": round(t3 - t2, 4),
         "sample_steps_per_s": round(batch.env_steps / max(t1 - t0, 1e-9), 1),
-    })
+    }
+    files.log_timings(timings)
+    tracker.timings(timings)
+    tracker.flush()
     progress.update(pos.iteration, pos.env_steps, row["train_return"])
     return finished
 
@@ -284,12 +309,13 @@ def _progress_row(bench: Benchmark, pos: _Position, batch: TrialBatch, metrics: 
     return row
 
 
-def _evaluate(bench: Benchmark, agent: Agent, evaluator: Evaluator, files: RunFiles, pos: _Position,
-              progress: Progress) -> None:
-    """Evaluate on the test split, log the rows, and say how the agent does."""
+def _evaluate(bench: Benchmark, agent: Agent, evaluator: Evaluator, files: RunFiles, tracker: Tracker,
+              pos: _Position, progress: Progress) -> None:
+    """Evaluate on the test split, log the rows and their summary, and say how the agent does."""
     rows = evaluator.evaluate(agent, "test", pos.iteration, pos.env_steps)
     files.log_eval(rows)
     s = pos.final_test = summarize(rows, bench)
+    tracker.evaluation("test", pos.env_steps, s)
     progress.message(
         f"{progress.label}: iter {pos.iteration}  steps {pos.env_steps:,}  test return first "
         f"{s['first_return']:.3f} adapted {s['adapted_return']:.3f}"

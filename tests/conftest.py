@@ -47,9 +47,9 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
-def popen_cli(args: list[str], cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "metarl.cli", *args], cwd=cwd, env=env,
+def popen_cli(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Popen:
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "metarl.cli", *args], cwd=cwd, env=full_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -72,6 +72,7 @@ def config_value(*keys):
 ALLOWED_LINTS = (  # justified in workflow/Snakefile
     "Specify a conda environment or container for each rule",
     "Environment variable PYTHONPATH used but not asserted with envvars directive",
+    "Shell command directly uses variable TRACKING_ARGS from outside of the rule",
 )
 
 
@@ -252,6 +253,22 @@ def test_smoke_touching_presets_reruns_nothing(smoke):
         os.utime(path)
     out = snakemake(["-n", "all", "--configfile", "config/smoke.yaml"], cwd=smoke)
     assert "Nothing to be done" in out
+
+
+@pytest.mark.slow  # the real smoke pipeline (~9 min on 2 cores): CI runs it after `make test`
+def test_smoke_runs_write_event_files_and_tracking_settings_rerun_nothing(smoke, tmp_path):
+    runs = sorted((smoke / "results" / "runs").glob("*/*/*/seed*"))
+    assert runs and all(list((run / "tb").glob("events.out.tfevents.*")) for run in runs)
+    tracking = tmp_path / "tracking.yaml"
+    tracking.write_text("settings: {tensorboard: false, wandb: offline}\n")
+    out = snakemake(["-n", "all", "--configfile", "config/smoke.yaml", str(tracking)], cwd=smoke)
+    assert "Nothing to be done" in out
+    # the settings reach `metarl train` (and only its command line, not the per-run config file)
+    model = "results/runs/PointNav/random/default/seed1/model.pt"
+    out = snakemake(["-n", "-p", "--forcerun", model, "--until", model, "--configfile", "config/smoke.yaml",
+                     str(tracking)], cwd=smoke)
+    (train,) = [line for line in out.splitlines() if "metarl train" in line]
+    assert "--set tensorboard=false" in train and "--set wandb=offline" in train
 
 
 @pytest.mark.slow  # the real smoke pipeline (~9 min on 2 cores): CI runs it after `make test`

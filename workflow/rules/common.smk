@@ -282,13 +282,24 @@ def benchmark_summary(benchmark):
 # ----------------------------------------------------------------------------- per-run settings
 
 
+def set_options(settings):
+    return " ".join(f"--set {shlex.quote(f'{k}={yaml_scalar(v)}')}" for k, v in settings.items())
+
+
 def set_args(wildcards):
-    """`--set KEY=VALUE ...` of one run: the config's settings, threads, the variant's change."""
+    """`--set KEY=VALUE ...` of one run's config file: the config's settings (but the tracking
+    ones: TRACKING_ARGS), threads, the variant's change."""
     settings = {
         **base_settings(wildcards.env, wildcards.algo),
         **VARIANTS.get(wildcards.variant, {}),
     }
-    return " ".join(f"--set {shlex.quote(f'{k}={yaml_scalar(v)}')}" for k, v in settings.items())
+    return set_options({k: v for k, v in settings.items() if k not in metarl.config.TRACKING_KEYS})
+
+
+# The config's tracking settings (tensorboard, wandb: where the runs' scalars also go) reach
+# `metarl train` on its command line through this global, never through a param or the per-run
+# config file: Snakemake reruns a job whose params or input change, and these change no result.
+TRACKING_ARGS = set_options({k: v for k, v in config["settings"].items() if k in metarl.config.TRACKING_KEYS})
 
 
 @lru_cache(maxsize=None)
@@ -299,8 +310,9 @@ def _resolved(benchmark, algo, variant, seed):
 def resolved_settings(wildcards):
     """The whole resolved run config, as a param of resolve_config: Snakemake reruns a job
     whose params changed, so editing a preset reruns exactly the runs whose settings it
-    changes (and touching a file without changing it reruns nothing)."""
-    return _resolved(wildcards.env, wildcards.algo, wildcards.variant, wildcards.seed)
+    changes (and touching a file without changing it reruns nothing). The tracking settings
+    (tensorboard, wandb) are left out: where a run's scalars also go does not change it."""
+    return metarl.config.without_tracking(_resolved(wildcards.env, wildcards.algo, wildcards.variant, wildcards.seed))
 
 
 def eval_tasks_arg(wildcards):
@@ -338,8 +350,8 @@ def verified_run_dirs(wildcards):
 
 
 def expected_settings(runs):
-    """run directory -> the settings its config.yaml must hold."""
-    return {run_file(run, "")[:-1]: _resolved(*run) for run in runs}
+    """run directory -> the settings its config.yaml must hold (tracking settings aside)."""
+    return {run_file(run, "")[:-1]: metarl.config.without_tracking(_resolved(*run)) for run in runs}
 
 
 def benchmark_expected(wildcards):

@@ -25,7 +25,8 @@ rule resolve_config:
 
 # A job stopped by its time limit (SIGTERM: metarl checkpoints and exits 75) or killed fails;
 # Snakemake deletes its outputs, and the next attempt (retries) resumes from the checkpoint in
-# results/ckpt/..., which is deliberately not an output.
+# results/ckpt/..., which is deliberately not an output. The run's tb/ (TensorBoard event files)
+# and wandb/ (`settings: {wandb: offline}`) are not outputs either: views of its logs.
 rule train:
     input:
         config="results/configs/{env}/{algo}/{variant}/seed{seed}.yaml",
@@ -48,4 +49,4 @@ rule train:
         gpu=train_resource("gpu", 0),
     retries: RETRIES["train"]
     shell:
-        "metarl train --config {input.config} --run-dir $(dirname {output.model}) > {log} 2>&1"
+        "metarl train --config {input.config} {TRACKING_ARGS} --run-dir $(dirname {output.model}) > {log} 2>&1"

@@ -33,9 +33,15 @@ from metrics import EPISODE_COLUMNS
 SORT_KEYS = ["benchmark", "algorithm", "variant", "seed", "split", "iteration", "task", "episode"]
 
 
+# metarl.config.TRACKING_KEYS: where a run's scalars also went (TensorBoard, W&B), not what it computed
+TRACKING_KEYS = ("tensorboard", "wandb")
+
+
 def check_config(run_dir: Path, actual: dict, expected: dict | None) -> None:
+    """`actual` (config.yaml) against `expected` (without tracking settings, common.smk)."""
     if expected is None:
         return
+    actual = {k: v for k, v in actual.items() if k not in TRACKING_KEYS}
     if actual != expected:
         diff = ", ".join(f"{k}: {actual.get(k)!r} (expected {expected.get(k)!r})"
                          for k in sorted(set(actual) | set(expected)) if actual.get(k) != expected.get(k))
