@@ -18,6 +18,15 @@ from metarl.runs import run_dir_for
 from conftest import REPO, run_cli
 
 
+@pytest.fixture(autouse=True)
+def _gl_environment(monkeypatch):
+    """choose_gl_backend sets MUJOCO_GL and PYOPENGL_PLATFORM in this process: put them back
+    after each test (a leaked MUJOCO_GL=osmesa breaks every later mujoco import)."""
+    for name in ("MUJOCO_GL", "PYOPENGL_PLATFORM"):
+        monkeypatch.setenv(name, "unset-by-fixture")  # records the value to restore
+        monkeypatch.delenv(name)
+
+
 def _fake_run(tmp_path: Path, env: str) -> Path:
     """A run directory with a real config and an empty model.pt: enough for every check that
     comes before the model is loaded (a loaded model would fail as corrupt)."""
