@@ -1,0 +1,19 @@
+# A results release (docs/workflow.md, Releases): `snakemake release` gathers what `all` makes
+# and every run's files into results/release/ and results/release.tar.gz, with a model card per
+# run and a SHA-256 manifest (workflow/scripts/release.py). Not part of `all`.
+
+
+rule release:
+    input:
+        release_inputs(),
+    output:
+        release=directory("results/release"),
+        tarball="results/release.tar.gz",
+    log:
+        "logs/release/release.log",
+    localrule: True
+    params:
+        # the budgets a smaller preset's runs are stated against
+        paper_budgets=claims_lib.paper_budgets(),
+    script:
+        "../scripts/release.py"
