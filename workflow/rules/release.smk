@@ -7,7 +7,10 @@ rule release:
     input:
         release_inputs(),
     output:
-        release=directory("results/release"),
+        # the release is whole when its manifest is there (the script writes the directory beside
+        # and moves it into place); not a directory() output, into which Snakemake would put a
+        # .snakemake_timestamp that the manifest does not list
+        manifest="results/release/MANIFEST.sha256",
         tarball="results/release.tar.gz",
     log:
         "logs/release/release.log",

@@ -35,6 +35,7 @@ from metarl.runs import CHECKSUM_SUFFIX, atomic_file, atomic_write_text, write_j
 from metarl.verify import COMPLETE, BenchmarkCache, check_run
 
 CARD = "MODEL_CARD.md"
+INFO = "release.json"
 
 
 # ----------------------------------------------------------------------------- what goes in
@@ -324,8 +325,9 @@ def build_release(files: list, results: Path, release: Path, tarball: Path, pape
     check_runs(run_dirs)
     # the manifest lists the inputs, a model card per run, README.md and release.json
     info = {**describe_runs(run_dirs, paper_budgets), "files": len(names) + len(run_dirs) + 2}
-    if release.exists() and any(release.iterdir()) and not (release / MANIFEST).is_file():
-        raise SystemExit(f"{release} exists and is not a release (no {MANIFEST}): move it away")
+    # an earlier release is replaced (Snakemake has deleted its manifest, an output), anything else kept
+    if release.exists() and any(release.iterdir()) and not any((release / n).is_file() for n in (MANIFEST, INFO)):
+        raise SystemExit(f"{release} exists and is not a release (no {MANIFEST} or {INFO}): move it away")
     staging = release.with_name(f".{release.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)  # what a killed build left
     for file, name in names.items():
@@ -335,7 +337,7 @@ def build_release(files: list, results: Path, release: Path, tarball: Path, pape
         name = run_dir.relative_to(results).as_posix()
         atomic_write_text(staging / name / CARD, model_card(run_dir, name, paper_budgets))
     atomic_write_text(staging / "README.md", readme(info, release.name))
-    write_json(staging / "release.json", info)
+    write_json(staging / INFO, info)
     atomic_write_text(staging / MANIFEST, manifest_text(staging))
     write_tarball(staging, tarball)
     shutil.rmtree(release, ignore_errors=True)
@@ -345,10 +347,10 @@ def build_release(files: list, results: Path, release: Path, tarball: Path, pape
 
 def main(snakemake) -> None:
     sys.stderr = open(snakemake.log[0], "w")
-    info = build_release(list(snakemake.input), Path("results"), Path(snakemake.output.release),
-                         Path(snakemake.output.tarball), snakemake.params.paper_budgets)
-    print(f"{info['runs']} runs, {info['files']} files -> {snakemake.output.release}, {snakemake.output.tarball}",
-          file=sys.stderr)
+    release = Path(snakemake.output.manifest).parent
+    info = build_release(list(snakemake.input), Path("results"), release, Path(snakemake.output.tarball),
+                         snakemake.params.paper_budgets)
+    print(f"{info['runs']} runs, {info['files']} files -> {release}, {snakemake.output.tarball}", file=sys.stderr)
 
 
 if __name__ == "__main__":
