@@ -125,8 +125,8 @@ def _final_rows(path: Path) -> dict[str, list[dict[str, Any]]]:
             })
     except (UnicodeDecodeError, KeyError, TypeError, ValueError):
         raise UsageError(f"{path}: not an evaluation file; `metarl verify` says how to regenerate it") from None
-    return {split: [r for r in rows if r["iteration"] == max(x["iteration"] for x in rows)]
-            for split, rows in by_split.items()}
+    last = {split: max(r["iteration"] for r in rows) for split, rows in by_split.items()}
+    return {split: [r for r in rows if r["iteration"] == last[split]] for split, rows in by_split.items()}
 
 
 def final_scores(run_dir: Path) -> dict[str, dict[str, Any]]:

@@ -233,3 +233,16 @@ def test_compare_bad_input_is_one_line(results, built, tmp_path, capsys):
     for args, words in cases:
         code, out, err = compare(args, capsys)
         assert code == 2 and words in err and len(err.splitlines()) == 1, (args, err)
+
+
+def test_seed_statistics_iqm_is_rliables():
+    from scipy.stats import trim_mean  # what rliable's aggregate_iqm computes
+
+    from metarl.compare import seed_statistics
+
+    values = [3.0, -1.0, 7.5, 2.0, 0.25, 9.0, -4.0, 1.0, 5.0]
+    for n in range(1, len(values) + 1):
+        stats = seed_statistics(values[:n])
+        assert stats["iqm"] == pytest.approx(trim_mean(values[:n], 0.25)) and stats["seeds"] == n
+        assert stats["mean"] == pytest.approx(sum(values[:n]) / n)
+    assert seed_statistics([2.0])["std"] != seed_statistics([2.0])["std"]  # NaN: one seed has no spread
