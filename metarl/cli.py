@@ -1,4 +1,4 @@
-"""`metarl`: the one command-line entry point (train, evaluate, verify, envs, algos, config, bench).
+"""`metarl`: the one command-line entry point (train, evaluate, verify, compare, envs, algos, config, bench).
 
 Exit codes: 0 done; 1 unexpected failure (with a traceback); 2 bad input (one line on stderr,
 nothing written); 3 the run is locked by another live process; 4 `verify` found problems;
@@ -147,6 +147,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", nargs="*", type=Path, default=[Path("results")], metavar="RESULTS_DIR",
                    help="results directories (holding runs/ and ckpt/) or run directories (default: results)")
 
+    p = sub.add_parser("compare", help="set your runs beside a results release's numbers",
+                       description="Check a results release (`snakemake release`) against its MANIFEST.sha256 (a "
+                       "missing, changed or unlisted file stops it, naming the file), then set your runs' numbers "
+                       "beside the release's, per benchmark, algorithm and variant: for each side the number of "
+                       "seeds, mean ± std and IQM over seeds of each run's final test adapted return, "
+                       "first-episode return and success rate (where the benchmark has one), and the adapted "
+                       "return of every other split both sides evaluated (ood, sweep); the difference of the "
+                       "means; and, for the seeds both sides have, whether the per-seed numbers are identical. "
+                       "Both sides' numbers come from the runs' eval.csv and eval_{split}.csv, by the same code. "
+                       "Then each claim of the release's tables/claims.csv with the release's verdict and, where "
+                       "RESULTS has a claims table, yours. Unfinished runs (no model.pt) are left out and counted.")
+    p.add_argument("--release", type=Path, required=True, metavar="DIR",
+                   help="the release: results/release, or an unpacked results/release.tar.gz")
+    p.add_argument("results", nargs="?", type=Path, default=Path("results"), metavar="RESULTS",
+                   help="your results directory (holding runs/ and, if made, tables/claims.csv), or another "
+                   "release, whose manifest is checked too (default: results)")
+    p.add_argument("--format", choices=("table", "csv"), default="table",
+                   help="table (default): aligned plain text; csv: one row per metric (columns benchmark, "
+                   "algorithm, variant, split, metric, then seeds, mean, std and iqm of release_ and results_, "
+                   "difference, common_seeds, identical_seeds), then, after an empty line, one row per claim "
+                   "(claim, release_verdict, results_verdict, statement)")
+
     p = sub.add_parser("envs", help="list the benchmark IDs", description="List the benchmarks of SPEC §3.")
     p.add_argument("--splits", metavar="ID", default=None, help="print the fixed evaluation tasks of one benchmark")
 
@@ -266,6 +288,10 @@ def _dispatch(args) -> int:
         from metarl.verify import verify
 
         return verify(args.results)
+    if args.command == "compare":
+        from metarl.compare import compare
+
+        return compare(args.release, args.results, args.format)
     if args.command == "bench":
         from metarl.bench import run_bench
 

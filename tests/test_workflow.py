@@ -2,6 +2,8 @@
 real smoke run in a temporary copy of the repository, rerun behaviour, and the aggregation
 statistics on hand-made data against rliable's own functions."""
 
+import io
+import json
 import math
 import os
 import re
@@ -332,6 +334,42 @@ def test_smoke_corrupt_run_stops_collect_and_verify_gives_the_fix(smoke, tmp_pat
     proc = subprocess.run([sys.executable, "-m", "metarl.cli", "verify", "results"], cwd=root,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
+
+
+@pytest.mark.slow  # the real smoke pipeline (~9 min on 2 cores) and a second workspace (~4 min)
+def test_smoke_release_verifies_and_a_second_release_of_the_runs_compares_identical(smoke, tmp_path):
+    """`snakemake release` on the smoke grid; then in a second copy of the repository holding only
+    a copy of the runs, which remakes the summaries, tables, figures and the release without
+    training or evaluating anything: both manifests verify, `metarl compare` finds the same
+    numbers seed by seed and the same verdicts, and the two tarballs are the same bytes."""
+    snakemake(["--cores", "2", "release", "--configfile", "config/smoke.yaml"], cwd=smoke)
+    second = copy_repo(tmp_path / "second")
+    shutil.copytree(smoke / "results" / "runs", second / "results" / "runs")
+    planned = {rule for rule, _ in planned_jobs(snakemake(["-n", "release", "--configfile", "config/smoke.yaml"],
+                                                          cwd=second))}
+    assert "release" in planned and "aggregate" in planned
+    assert not planned & {"resolve_config", "train", "evaluate", "export_memory", "step_rewards"}, planned
+    snakemake(["--cores", "2", "release", "--configfile", "config/smoke.yaml"], cwd=second)
+    first, other = (root / "results" / "release" for root in (smoke, second))
+    for release in (first, other):
+        check = subprocess.run(["sha256sum", "-c", "--strict", "--quiet", "MANIFEST.sha256"], cwd=release,
+                               capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+    info = json.loads((first / "release.json").read_text())
+    assert info["preset"] == "smoke" and info["runs"] == 2 * len(SMOKE["algorithms"]) * 2 + 2  # + the ablations
+    proc = subprocess.run([sys.executable, "-m", "metarl.cli", "compare", "--release", str(first), str(other),
+                           "--format", "csv"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    numbers, verdicts = (pd.read_csv(io.StringIO(block)) for block in proc.stdout.split("\n\n"))
+    assert set(numbers["algorithm"]) == set(SMOKE["algorithms"]) and {"test", "ood", "sweep"} <= set(numbers["split"])
+    assert (numbers["release_seeds"] == numbers["results_seeds"]).all()
+    assert (numbers["common_seeds"] == numbers["release_seeds"]).all()
+    assert (numbers["identical_seeds"] == numbers["common_seeds"]).all()
+    assert (numbers["release_mean"] == numbers["results_mean"]).all() and (numbers["difference"] == 0).all()
+    assert (numbers["release_iqm"] == numbers["results_iqm"]).all()
+    assert {"C1", "C9"} <= set(verdicts["claim"])
+    assert (verdicts["release_verdict"] == verdicts["results_verdict"]).all()
+    assert (smoke / "results" / "release.tar.gz").read_bytes() == (second / "results" / "release.tar.gz").read_bytes()
 
 
 # ----------------------------------------------------------------------------- statistics

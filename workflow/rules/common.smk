@@ -485,3 +485,16 @@ def final_targets():
         + [f"results/figures/{f}.pdf" for f in FIGURES]
         + ["results/summary/runs.parquet", "results/summary/scores.parquet", "results/summary/aggregate.csv"]
     )
+
+
+# what `metarl train` writes (metarl.verify.TRAIN_FILES; importing that here would load torch
+# whenever the workflow is parsed)
+RUN_FILES = ["config.yaml", "metadata.json", "progress.csv", "eval.csv", "timings.csv", "model.pt"]
+
+
+def release_inputs():
+    """The inputs of a release (release.smk), which it holds: everything `all` makes, and every
+    run's files with its evaluations of other splits."""
+    runs = sorted(set(main_runs() + ablation_runs()))
+    evaluations = [run_file(run, f"eval_{s}.csv") for run in main_runs() for s in eval_splits_of(run[0])]
+    return final_targets() + [run_file(run, name) for run in runs for name in RUN_FILES] + evaluations
