@@ -307,6 +307,7 @@ def standardised(z, centre, spread):
     return centre + spread * (z - metrics.iqm(z)) / np.std(z, ddof=1)
 
 
+@pytest.mark.slow  # ~2 minutes of a core: 2 x 240 experiments with 300 bootstrap draws each
 def test_seeds_needed_agrees_with_a_direct_simulation():
     """Measured seeds whose IQM and spread are the generating normals' (A ~ N(1.2, 1), B ~ N(0, 1));
     fresh experiments from those normals with rliable's own CI (metrics.difference_interval)
