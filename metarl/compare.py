@@ -26,8 +26,9 @@ from typing import Any, TextIO
 import numpy as np
 
 from metarl.errors import UsageError
-from metarl.evaluation import summarize
+from metarl.evaluation import read_eval_rows, summarize
 from metarl.runs import file_sha256, format_value
+from metarl.saved_runs import read_run_config
 
 MANIFEST = "MANIFEST.sha256"
 CLAIMS_TABLE = Path("tables") / "claims.csv"
@@ -86,20 +87,6 @@ def check_manifest(root: Path) -> int:
 # ----------------------------------------------------------------------------- one run
 
 
-def read_run_config(run_dir: Path) -> dict[str, Any]:
-    """A run's config.yaml (its identity and settings), or a UsageError naming it."""
-    import yaml
-
-    path = Path(run_dir) / "config.yaml"
-    try:
-        config = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        config = None
-    if not isinstance(config, dict) or not {"algo", "env", "seed", "variant"} <= set(config):
-        raise UsageError(f"{path}: not a run config; `metarl verify` says how to regenerate the run")
-    return config
-
-
 def read_metadata(run_dir: Path) -> dict[str, Any]:
     """A run's metadata.json with its benchmark block, or a UsageError naming it."""
     path = Path(run_dir) / "metadata.json"
@@ -117,12 +104,8 @@ def _final_rows(path: Path) -> dict[str, list[dict[str, Any]]]:
     """split -> the rows of its last evaluation in one eval*.csv, typed as `summarize` reads them."""
     by_split: dict[str, list[dict[str, Any]]] = {}
     try:
-        for row in csv.DictReader(io.StringIO(path.read_text())):
-            by_split.setdefault(row["split"], []).append({
-                "iteration": int(row["iteration"]), "env_steps": int(row["env_steps"]), "task": int(row["task"]),
-                "episode": int(row["episode"]), "return": float(row["return"]),
-                "success": float(row["success"]) if row["success"] else None, "scored": row["scored"] == "1",
-            })
+        for row in read_eval_rows(path.read_text()):
+            by_split.setdefault(row["split"], []).append(row)
     except (UnicodeDecodeError, KeyError, TypeError, ValueError):
         raise UsageError(f"{path}: not an evaluation file; `metarl verify` says how to regenerate it") from None
     last = {split: max(r["iteration"] for r in rows) for split, rows in by_split.items()}

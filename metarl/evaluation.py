@@ -20,6 +20,8 @@ early (`step_rewards`); its sums over steps are the rows' returns to float32 rou
 
 from __future__ import annotations
 
+import csv
+import io
 from typing import Any, Callable
 
 import numpy as np
@@ -168,6 +170,18 @@ def steps_arrays(rewards: list[np.ndarray], benchmark: Benchmark, split: str, it
         "episode_length": np.array(benchmark.episode_length, np.int64),
         "task_labels": np.array([str(label) for label in task_labels], dtype=str),
     }
+
+
+def read_eval_rows(text: str) -> list[dict[str, Any]]:
+    """The rows of an eval.csv's text, typed as `Evaluator.evaluate` makes them (the columns
+    `summarize` and the readers of a run's logs use): iteration, env_steps, split, task,
+    episode, return, success (None where blank), scored. A missing column is a KeyError, a
+    malformed number a ValueError."""
+    return [{
+        "iteration": int(row["iteration"]), "env_steps": int(row["env_steps"]), "split": row["split"],
+        "task": int(row["task"]), "episode": int(row["episode"]), "return": float(row["return"]),
+        "success": float(row["success"]) if row["success"] else None, "scored": row["scored"] == "1",
+    } for row in csv.DictReader(io.StringIO(text))]
 
 
 def summarize(rows: list[dict[str, Any]], benchmark: Benchmark) -> dict[str, float]:

@@ -48,9 +48,9 @@ def read_run_config(run_dir: Path) -> dict:
 
     try:
         resolved = yaml.safe_load(config_path.read_text())
-    except yaml.YAMLError:
+    except (yaml.YAMLError, UnicodeDecodeError):
         raise UsageError(f"{config_path} is not valid YAML") from None
-    if not isinstance(resolved, dict) or "algo" not in resolved:
+    if not isinstance(resolved, dict) or not {"algo", "env", "seed", "variant"} <= set(resolved):
         raise UsageError(f"{config_path} is not a run config")
     return resolved
 

@@ -35,7 +35,7 @@ from typing import Any, Mapping
 from metarl import config as cfg
 from metarl.envs.base import Benchmark
 from metarl.errors import UsageError
-from metarl.evaluation import summarize
+from metarl.evaluation import read_eval_rows, summarize
 from metarl.runs import write_json
 
 TB_DIR = "tb"
@@ -99,10 +99,8 @@ class Tracker:
         progress = {int(r["iteration"]): r for r in _csv_rows(files["progress.csv"])}
         timings = {int(r["iteration"]): r for r in _csv_rows(files["timings.csv"])}
         evals: dict[int, dict[str, list[dict[str, Any]]]] = {}
-        for r in _csv_rows(files["eval.csv"]):
-            row = {"env_steps": int(r["env_steps"]), "episode": int(r["episode"]), "return": float(r["return"]),
-                   "success": float(r["success"]) if "success" in r else None, "scored": r["scored"] == "1"}
-            evals.setdefault(int(r["iteration"]), {}).setdefault(r["split"], []).append(row)
+        for row in read_eval_rows(files["eval.csv"]):
+            evals.setdefault(row["iteration"], {}).setdefault(row["split"], []).append(row)
         for iteration in sorted(set(progress) | set(evals) | set(timings)):
             if iteration in progress:
                 self.progress(progress[iteration])

@@ -29,7 +29,8 @@ from pathlib import Path
 import yaml
 
 import metarl.config
-from metarl.compare import MANIFEST, final_scores, manifest_text, read_metadata, read_run_config
+from metarl.compare import MANIFEST, final_scores, manifest_text, read_metadata
+from metarl.saved_runs import read_run_config
 from metarl.errors import UsageError
 from metarl.runs import CHECKSUM_SUFFIX, atomic_file, atomic_write_text, write_json
 from metarl.verify import COMPLETE, BenchmarkCache, check_run
