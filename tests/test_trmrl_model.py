@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from trmrl.model import LOG_STD_MIN, TransformerSettings, TrMRLPolicy
+from trmrl.model import LOG_STD_MIN, TransformerSettings, TrMRLPolicy, _layer_norm
 
 MUJOCO = dict(token_dim=28, act_dim=6, d_model=128, heads=16, layers=4, dim_ff=512, window=5)
 SMALL = dict(token_dim=7, act_dim=3, d_model=32, heads=4, layers=2, dim_ff=64, window=5)
@@ -131,21 +131,26 @@ def test_causal_mask(layernorm):
 
 
 def test_written_out_attention_matches_multihead_attention():
-    """EncoderBlock._attend is nn.MultiheadAttention's function on its own parameters, for a
-    causal self-attention mask and for one query per row with a key padding mask."""
+    """EncoderBlock.attend (feature-major) is nn.MultiheadAttention's function on its own
+    parameters, for a causal self-attention mask and for one query per row with a key padding
+    mask; and the feature-major LayerNorm is nn.LayerNorm."""
     model = make(0, **MUJOCO)
     block, s = model.layers[0], model.settings
     x = torch.randn(6, s.window, s.d_model)
-    mask = model.causal_mask
-    ours = block._attend(x, x, mask)
-    ref = block.self_attn(x, x, x, attn_mask=mask, need_weights=False)[0]
+    fm = x.permute(2, 1, 0)  # (d, window, B)
+    ours = block.attend(fm, fm, model._causal_scores_mask).permute(2, 1, 0)
+    ref = block.self_attn(x, x, x, attn_mask=model.causal_mask, need_weights=False)[0]
     assert torch.allclose(ours, ref, atol=1e-5, rtol=1e-5)
     newest = torch.tensor([0, 1, 2, 3, 4, 2])
     hidden = torch.arange(s.window)[None, :] > newest[:, None]
     query = x[torch.arange(6), newest].unsqueeze(1)
-    ours = block._attend(query, x, hidden[:, None, None, :])
+    additive = torch.zeros(hidden.shape).masked_fill(hidden, float("-inf")).t()[None, None]  # (1, 1, L, B)
+    ours = block.attend(query.permute(2, 1, 0), fm, additive).permute(2, 1, 0)
     ref = block.self_attn(query, x, x, key_padding_mask=hidden, need_weights=False)[0]
     assert torch.allclose(ours, ref, atol=1e-5, rtol=1e-5)
+    norm = nn.LayerNorm(s.d_model)
+    nn.init.normal_(norm.weight), nn.init.normal_(norm.bias)
+    assert torch.allclose(_layer_norm(norm, fm).permute(2, 1, 0), norm(x), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("layernorm", ["none", "post", "pre"])
@@ -305,7 +310,7 @@ def test_sinusoidal_positions():
     model.layers[0].register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
     w, lengths = windows_batch(3, model.settings)
     model.encode(w, lengths)
-    assert torch.allclose(seen[0], model.embedding(w) + pe)
+    assert torch.allclose(seen[0].permute(2, 1, 0), model.embedding(w) + pe)  # blocks run feature-major
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

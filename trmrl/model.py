@@ -45,8 +45,15 @@ luckeciano/transformers-metarl; research/trmrl.md §1), and how this module foll
   plain default `nn.Linear` initialisation. (Note: the original runs step (1), the Xavier
   re-initialisation, even without `--tfixup`; this module does not, by design of the suite.)
 
-Shapes are batch-first throughout; one call handles a whole batch of windows. No device-specific
-code: the module runs wherever it is moved.
+Inputs and outputs are batch-first; one call handles a whole batch of windows. Inside, the encoder
+runs feature-major, (d_model, window, B) with the batch innermost: every linear layer is one
+GEMM W·X, and attention splits heads as a view (heads, d/heads, window, B) and is written as
+broadcast products and sums over those blocks. Batch-first, the heads need transposed copies
+and the attention's ops run on rows of 5-16 contiguous numbers (a bmm per window and head, a
+softmax over 5 entries), which on the CPU cost more than the GEMMs around them; feature-major,
+every elementwise op runs over B contiguous numbers. The function is the same up to float
+rounding (tests compare it with `nn.MultiheadAttention` and `nn.LayerNorm`). No
+device-specific code: the module runs wherever it is moved.
 """
 
 from __future__ import annotations
@@ -98,7 +105,8 @@ class EncoderBlock(nn.Module):
 
     Attributes are named as in PyTorch's/TrMRL's encoder layers so that T-Fixup can address
     them the same way, and registered in the same order (attention first, then linear1, linear2)
-    so the Xavier pass draws the random numbers in the original's order.
+    so the Xavier pass draws the random numbers in the original's order. Activations are
+    feature-major, (d_model, positions, B) (module docstring).
     """
 
     def __init__(self, d_model: int, heads: int, dim_ff: int, layernorm: str):
@@ -111,62 +119,74 @@ class EncoderBlock(nn.Module):
             self.norm1 = nn.LayerNorm(d_model)
             self.norm2 = nn.LayerNorm(d_model)
 
-    def _attend(self, query: Tensor, memory: Tensor, hidden: Tensor) -> Tensor:
-        """`self_attn(query, memory, memory)` with True in `hidden` = may not attend (a mask that
-        broadcasts to (B, heads, queries, keys)), written out: the same parameters and function
-        (equal up to float rounding). On CPU, MultiheadAttention's general path and its fused
-        kernel cost more than the work on windows of a few tokens with 8-16-wide heads."""
+    def attend(self, query: Tensor, memory: Tensor, mask: Tensor) -> Tensor:
+        """`self_attn(query, memory, memory)` on feature-major query (d, Lq, B) and memory
+        (d, L, B) → (d, Lq, B); `mask` is added to the scores (0 = may attend, -inf = may not)
+        and broadcasts to (heads, Lq, L, B). MultiheadAttention's parameters and function,
+        written out (equal up to float rounding)."""
         attn = self.self_attn
         d, heads = attn.embed_dim, attn.num_heads
-        if query is memory:  # self-attention: one matmul for Q, K and V
-            q, k, v = F.linear(memory, attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1)
+        _, length, batch = memory.shape
+        q_len = query.shape[1]
+        w, b = attn.in_proj_weight, attn.in_proj_bias
+        if query is memory:  # self-attention: one GEMM for Q, K and V
+            q, k, v = torch.addmm(b[:, None], w, memory.reshape(d, -1)).view(3, heads, d // heads, length, batch)
         else:
-            q = F.linear(query, attn.in_proj_weight[:d], attn.in_proj_bias[:d])
-            k, v = F.linear(memory, attn.in_proj_weight[d:], attn.in_proj_bias[d:]).chunk(2, -1)
-
-        def split_heads(t: Tensor) -> Tensor:  # (B, L, d) -> (B, heads, L, d / heads)
-            return t.reshape(t.shape[0], t.shape[1], heads, d // heads).transpose(1, 2)
-
-        q, k, v = split_heads(q), split_heads(k), split_heads(v)
-        scores = (q * (d // heads) ** -0.5) @ k.transpose(-1, -2)
-        weights = scores.masked_fill(hidden, float("-inf")).softmax(-1)
-        out = (weights @ v).transpose(1, 2).reshape(query.shape)
-        return attn.out_proj(out)
+            q = torch.addmm(b[:d, None], w[:d], query.reshape(d, -1)).view(heads, d // heads, q_len, batch)
+            k, v = torch.addmm(b[d:, None], w[d:], memory.reshape(d, -1)).view(2, heads, d // heads, length, batch)
+        # scores (heads, Lq, L, B): sum over each head's features of query x key
+        scores = (q[:, :, :, None] * k[:, :, None]).sum(1) * (d // heads) ** -0.5
+        weights = (scores + mask).softmax(2)
+        out = (weights[:, None] * v[:, :, None]).sum(3)  # (heads, d/heads, Lq, B)
+        return _linear(attn.out_proj, out.reshape(d, q_len, batch))
 
     def _feed_forward(self, x: Tensor) -> Tensor:
-        return self.linear2(F.relu(self.linear1(x)))
+        d, positions, batch = x.shape
+        hidden = torch.addmm(self.linear1.bias[:, None], self.linear1.weight, x.reshape(d, -1)).relu_()
+        return _linear(self.linear2, hidden).view(d, positions, batch)
 
     def forward_newest(self, x: Tensor, newest: Tensor) -> Tensor:
-        """`forward(x, causal_mask)` at one position per row, `newest` (B,), → (B, d_model).
+        """`forward(x, causal_mask)` at one position per window, `newest` (B,), → (d, 1, B).
 
         The same numbers up to float rounding: that position's row of the causal mask hides the
         positions after it. Only its query, attention output and feed-forward are computed, so
         the last block does about a `window`-th of that work (what the "latest" and "mixed"
         heads read is nothing more)."""
-        rows = torch.arange(x.shape[0], device=x.device)
-        hidden = (torch.arange(x.shape[1], device=x.device) > newest[:, None])[:, None, None, :]
-        query = x[rows, newest].unsqueeze(1)
-        if self.layernorm == "none":
-            q = query + self._attend(query, x, hidden)
-            out = q + self._feed_forward(q)
-        elif self.layernorm == "post":
-            q = self.norm1(query + self._attend(query, x, hidden))
-            out = self.norm2(q + self._feed_forward(q))
-        else:  # "pre"
-            q = query + self._attend(self.norm1(query), self.norm1(x), hidden)
-            out = q + self._feed_forward(self.norm2(q))
-        return out.squeeze(1)
+        batch = x.shape[2]
+        positions = torch.arange(x.shape[1], device=x.device)
+        hidden = torch.zeros(positions.shape[0], batch, device=x.device, dtype=x.dtype)
+        hidden = hidden.masked_fill(positions[:, None] > newest[None, :], float("-inf"))
+        query = x[:, newest, torch.arange(batch, device=x.device)].unsqueeze(1)
+        return self._block(query, x, hidden)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        return self._block(x, x, mask)
+
+    def _block(self, query: Tensor, x: Tensor, mask: Tensor) -> Tensor:
         if self.layernorm == "none":  # TrMRL: residual sums only, nothing normalises the stream
-            x = x + self._attend(x, x, mask)
-            return x + self._feed_forward(x)
+            q = query + self.attend(query, x, mask)
+            return q + self._feed_forward(q)
         if self.layernorm == "post":
-            x = self.norm1(x + self._attend(x, x, mask))
-            return self.norm2(x + self._feed_forward(x))
-        h = self.norm1(x)  # "pre"
-        x = x + self._attend(h, h, mask)
-        return x + self._feed_forward(self.norm2(x))
+            q = _layer_norm(self.norm1, query + self.attend(query, x, mask))
+            return _layer_norm(self.norm2, q + self._feed_forward(q))
+        # "pre"
+        normed = _layer_norm(self.norm1, x)
+        q_normed = normed if query is x else _layer_norm(self.norm1, query)
+        q = query + self.attend(q_normed, normed, mask)
+        return q + self._feed_forward(_layer_norm(self.norm2, q))
+
+
+def _linear(layer: nn.Linear, x: Tensor) -> Tensor:
+    """`layer` on feature-major x (in, ..., B) → (out, ..., B)."""
+    return torch.addmm(layer.bias[:, None], layer.weight, x.reshape(x.shape[0], -1)).view(-1, *x.shape[1:])
+
+
+def _layer_norm(norm: nn.LayerNorm, x: Tensor) -> Tensor:
+    """`norm` over the feature axis (0) of a feature-major x."""
+    mean = x.mean(0)
+    centred = x - mean
+    var = (centred * centred).mean(0)
+    return centred * torch.rsqrt(var + norm.eps) * norm.weight[:, None, None] + norm.bias[:, None, None]
 
 
 class TrMRLPolicy(nn.Module):
@@ -187,9 +207,12 @@ class TrMRLPolicy(nn.Module):
         # Working memory: bias-free linear embedding (no √d scaling) + fixed sinusoidal positions.
         self.embedding = nn.Linear(s.token_dim, s.d_model, bias=False)
         self.register_buffer("pos_encoding", sinusoidal_encoding(s.window, s.d_model), persistent=False)
-        # True = "may not attend": strictly upper triangle, so position i sees 0..i only.
+        # True = "may not attend": strictly upper triangle, so position i sees 0..i only; and
+        # as the additive mask the blocks take, (1, query, key, 1): 0 or -inf.
         causal = torch.triu(torch.ones(s.window, s.window, dtype=torch.bool), diagonal=1)
         self.register_buffer("causal_mask", causal, persistent=False)
+        additive = torch.zeros(s.window, s.window).masked_fill(causal, float("-inf"))
+        self.register_buffer("_causal_scores_mask", additive[None, :, :, None], persistent=False)
 
         self.layers = nn.ModuleList(
             EncoderBlock(s.d_model, s.heads, s.dim_ff, s.layernorm) for _ in range(s.layers)
@@ -233,24 +256,27 @@ class TrMRLPolicy(nn.Module):
             block.self_attn.in_proj_weight.mul_(factor * math.sqrt(2.0))
 
     def _embed(self, windows: Tensor) -> Tensor:
+        """(B, window, token_dim) → feature-major token embeddings (d_model, window, B)."""
         s = self.settings
         if windows.dim() != 3 or windows.shape[1] != s.window or windows.shape[2] != s.token_dim:
             raise ValueError(
                 f"windows must have shape (B, {s.window}, {s.token_dim}), got {tuple(windows.shape)}"
             )
-        return self.embedding(windows)
+        tokens = windows.permute(2, 1, 0).reshape(s.token_dim, -1)
+        return (self.embedding.weight @ tokens).view(s.d_model, s.window, windows.shape[0])
 
     def _run_encoder(self, embedded: Tensor, newest: Tensor | None = None) -> Tensor:
-        """Encoder output at every position (B, window, d_model), or with `newest` (B,) only at
-        that position of each row (B, d_model), the last block computing nothing else."""
-        x = embedded + self.pos_encoding
+        """Feature-major encoder output at every position (d_model, window, B), or with
+        `newest` (B,) only at that position of each window (d_model, 1, B), the last block
+        computing nothing else."""
+        x = embedded + self.pos_encoding.t()[:, :, None]
         blocks = list(self.layers)
         for block in blocks if newest is None else blocks[:-1]:
-            x = block(x, self.causal_mask)
+            x = block(x, self._causal_scores_mask)
         if newest is not None:
             x = blocks[-1].forward_newest(x, newest)
         if self.final_norm is not None:
-            x = self.final_norm(x)
+            x = _layer_norm(self.final_norm, x)
         return x
 
     def encode(self, windows: Tensor, lengths: Tensor) -> Tensor:
@@ -259,7 +285,7 @@ class TrMRLPolicy(nn.Module):
         `lengths` is not needed here (the causal mask already hides the zero slots after the
         newest token from it); it is accepted so all entry points share one signature.
         """
-        return self._run_encoder(self._embed(windows))
+        return self._run_encoder(self._embed(windows)).permute(2, 1, 0)
 
     def head_input(self, windows: Tensor, lengths: Tensor) -> Tensor:
         """The episodic memory e_t fed to the policy head, (B, head_in_dim)."""
@@ -267,13 +293,13 @@ class TrMRLPolicy(nn.Module):
         mode = self.settings.policy_head_input
         if mode == "full":
             out = self._run_encoder(embedded)
-            return out.reshape(out.shape[0], -1)
-        rows = torch.arange(embedded.shape[0], device=embedded.device)
+            return out.permute(2, 1, 0).reshape(out.shape[2], -1)
         newest = lengths.to(device=embedded.device, dtype=torch.long) - 1
-        latest = self._run_encoder(embedded, newest)
+        latest = self._run_encoder(embedded, newest).squeeze(1).t()
         if mode == "latest":
             return latest
-        return torch.cat((embedded[rows, newest], latest), dim=-1)  # "mixed": [token embedding, e_t]
+        rows = torch.arange(embedded.shape[2], device=embedded.device)
+        return torch.cat((embedded[:, newest, rows].t(), latest), dim=-1)  # "mixed": [token embedding, e_t]
 
     def clamped_log_std(self) -> Tensor:
         return self.log_std.clamp(min=LOG_STD_MIN)
