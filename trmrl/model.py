@@ -20,7 +20,7 @@ luckeciano/transformers-metarl; research/trmrl.md §1), and how this module foll
   `nn.MultiheadAttention` module, which keeps Q, K and V in one `in_proj_weight`; parameters
   are registered in the original's order and under its names (`self_attn.in_proj_weight`,
   `self_attn.out_proj`, `linear1`, `linear2`). Its function is written out with those
-  parameters (`EncoderBlock._attend`; a test checks it against the module's own forward).
+  parameters (`EncoderBlock.attend`; a test checks it against the module's own forward).
 * **Episodic memory e_t** (§1.4, `--policy_head_input`): `"latest"` (the paper's setting) is the
   encoder output at the newest position; `"mixed"` concatenates [embedding of the newest token
   (before the positional encoding), e_t] in that order, as the original does; `"full"` flattens
@@ -142,6 +142,7 @@ class EncoderBlock(nn.Module):
 
     def _feed_forward(self, x: Tensor) -> Tensor:
         d, positions, batch = x.shape
+        # ReLU in place: addmm's backward needs its inputs, not its output
         hidden = torch.addmm(self.linear1.bias[:, None], self.linear1.weight, x.reshape(d, -1)).relu_()
         return _linear(self.linear2, hidden).view(d, positions, batch)
 
@@ -154,10 +155,10 @@ class EncoderBlock(nn.Module):
         heads read is nothing more)."""
         batch = x.shape[2]
         positions = torch.arange(x.shape[1], device=x.device)
-        hidden = torch.zeros(positions.shape[0], batch, device=x.device, dtype=x.dtype)
-        hidden = hidden.masked_fill(positions[:, None] > newest[None, :], float("-inf"))
+        mask = torch.zeros(positions.shape[0], batch, device=x.device, dtype=x.dtype)
+        mask = mask.masked_fill(positions[:, None] > newest[None, :], float("-inf"))  # (L, B)
         query = x[:, newest, torch.arange(batch, device=x.device)].unsqueeze(1)
-        return self._block(query, x, hidden)
+        return self._block(query, x, mask)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         return self._block(x, x, mask)
