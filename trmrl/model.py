@@ -62,7 +62,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metarl.learning import LOG_STD_MIN, gaussian_log_prob  # LOG_STD_MIN: garage's min_std=1e-6, "exp"
@@ -141,10 +140,8 @@ class EncoderBlock(nn.Module):
         return _linear(attn.out_proj, out.reshape(d, q_len, batch))
 
     def _feed_forward(self, x: Tensor) -> Tensor:
-        d, positions, batch = x.shape
         # ReLU in place: addmm's backward needs its inputs, not its output
-        hidden = torch.addmm(self.linear1.bias[:, None], self.linear1.weight, x.reshape(d, -1)).relu_()
-        return _linear(self.linear2, hidden).view(d, positions, batch)
+        return _linear(self.linear2, _linear(self.linear1, x).relu_())
 
     def forward_newest(self, x: Tensor, newest: Tensor) -> Tensor:
         """`forward(x, causal_mask)` at one position per window, `newest` (B,), → (d, 1, B).
